@@ -1,0 +1,150 @@
+"""The `rocqcot` command line (also `python -m app`).
+
+Every command that touches the database first brings the schema to head, so a fresh machine
+needs no separate migration step. Errors the user can act on print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from app.db import engine as db
+from app.db import queue
+from app.db.enums import Stage
+from app.errors import RocqcotError
+from app.steps import STEPS, StepInfo
+
+app = typer.Typer(
+    help="Build chain-of-thought training data for LLM provers from a Rocq library.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="The database: where it is, and its schema.", no_args_is_help=True)
+step_app = typer.Typer(help="Run one pipeline step until no row is ready.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(step_app, name="step")
+
+
+@app.callback()
+def setup_logging(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL (starting the embedded server if it is the one in use)."""
+    typer.echo(db.engine().url.render_as_string(hide_password=True))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Migrate the schema up (to head by default)."""
+    db.upgrade(revision)
+    typer.echo(f"schema at {db.current_revision()}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="a revision, or 'base'")) -> None:
+    """Migrate the schema down (`base` drops every table)."""
+    db.downgrade(revision)
+    typer.echo(f"schema at {db.current_revision() or 'base'}")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Rows per table, stage and status (the `stage_status` view)."""
+    db.ensure_schema()
+    with db.session_factory()() as session:
+        rows = queue.status_counts(session)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str, indent=2))
+        return
+    if not rows:
+        typer.echo("no rows yet")
+        return
+    typer.echo(f"{'table':<16} {'stage':<11} {'status':<8} {'rows':>8}")
+    for row in rows:
+        typer.echo(f"{row['table_name']:<16} {row['stage']:<11} {row['status']:<8} {row['rows']:>8}")
+
+
+@app.command()
+def worker(
+    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run")],
+    forever: Annotated[bool, typer.Option(help="keep polling when nothing is ready")] = False,
+    concurrency: Annotated[int, typer.Option(min=1, help="worker threads")] = 1,
+) -> None:
+    """Run a stage's workers until no row is ready (or forever)."""
+    from app.stages import stage_spec
+    from workers.runner import run_workers
+
+    spec = stage_spec(stage)
+    db.ensure_schema()
+    stats = run_workers(spec, concurrency=concurrency, forever=forever)
+    typer.echo(f"{stage}: {stats.done} done, {stats.failed} failed, {stats.lost} lost leases")
+
+
+@app.command()
+def reprocess(
+    fqn: str,
+    from_stage: Annotated[str, typer.Option("--from", help="the first stage to redo")],
+) -> None:
+    """Reset one theorem and everything derived from it from STAGE on."""
+    from app.db.reprocess import reprocess as reset_theorem
+
+    try:
+        stage = Stage(from_stage)
+    except ValueError:
+        known = ", ".join(s.value for s in Stage)
+        raise RocqcotError(f"unknown stage {from_stage!r}; stages are {known}") from None
+    db.ensure_schema()
+    with db.session_factory().begin() as session:
+        typer.echo(reset_theorem(session, fqn, stage))
+
+
+@app.command()
+def run() -> None:
+    """The main job: start the database, migrate, run every built step, show the status."""
+    db.ensure_schema()
+    typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
+    status(as_json=False)
+
+
+def _add_step_command(step: StepInfo) -> None:
+    """Register `rocqcot step N` from `app.steps.step_N`, or say which issue builds it."""
+    try:
+        module = importlib.import_module(f"app.steps.step_{step.number}")
+    except ModuleNotFoundError:
+
+        def not_built() -> None:
+            raise RocqcotError(
+                f"step {step.number} ({step.title}) is not built yet (issue #{step.issue})"
+            )
+
+        step_app.command(str(step.number), help=f"{step.title} (not built yet)")(not_built)
+        return
+    step_app.command(str(step.number), help=step.title)(module.command)
+
+
+for _step in STEPS:
+    _add_step_command(_step)
+
+
+def main() -> None:
+    """Entry point: run the command; print user errors as one line and exit non-zero."""
+    try:
+        app()
+    except RocqcotError as error:
+        typer.echo(f"rocqcot: error: {error}", err=True)
+        sys.exit(1)

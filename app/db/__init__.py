@@ -1,0 +1,1 @@
+"""The database: embedded server, engine and migrations, schema, and the named queries."""

@@ -1,0 +1,106 @@
+"""Connecting to the database and bringing its schema to head."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from app import config
+from app.db.embedded import embedded_database_url
+from app.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def database_url() -> str:
+    """`DATABASE_URL` if set, else the embedded server's URL (starting it if needed)."""
+    url = config.database_url_from_env()
+    if url is None:
+        return embedded_database_url(config.rocqcot_home())
+    # Plain postgresql:// URLs mean psycopg 3 here, not SQLAlchemy's psycopg2 default.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+@functools.cache
+def engine() -> Engine:
+    """The process-wide engine; `pool_pre_ping` reconnects after a database restart."""
+    eng = sa.create_engine(
+        database_url(),
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"connect_timeout": 5},
+    )
+    try:
+        with eng.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as error:
+        reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error)
+        raise DatabaseUnavailable(
+            f"cannot connect to {eng.url.render_as_string(hide_password=True)}: {reason}"
+        ) from None
+    return eng
+
+
+@functools.cache
+def session_factory() -> sessionmaker:
+    """Sessions bound to the process-wide engine; objects stay readable after commit."""
+    return sessionmaker(engine(), expire_on_commit=False)
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration, pointing at `migrations/` and at this process's database."""
+    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(PROJECT_ROOT / "migrations"))
+    return cfg
+
+
+MIGRATION_LOCK = 7_301_001  # advisory lock key: workers starting together migrate one at a time
+
+
+def _migrate(action: Callable[[Config, str], None], revision: str) -> None:
+    with engine().begin() as connection:
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        action(cfg, revision)
+
+
+def upgrade(revision: str = "head") -> None:
+    """Migrate the schema up to `revision`."""
+    _migrate(command.upgrade, revision)
+
+
+def downgrade(revision: str) -> None:
+    """Migrate the schema down to `revision` (`base` drops everything)."""
+    _migrate(command.downgrade, revision)
+
+
+def current_revision() -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine().connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+@functools.cache
+def ensure_schema() -> None:
+    """Bring the schema to head once per process; every command calls this before it works."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if current_revision() != head:
+        upgrade("head")

@@ -1,0 +1,1 @@
+"""The long-running workers: one shared loop for every stage (`workers.runner`)."""
