@@ -76,7 +76,8 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
         return
     typer.echo(f"{'table':<16} {'stage':<11} {'status':<8} {'rows':>8}")
     for row in rows:
-        typer.echo(f"{row['table_name']:<16} {row['stage']:<11} {row['status']:<8} {row['rows']:>8}")
+        table, stage, state, count = row["table_name"], row["stage"], row["status"], row["rows"]
+        typer.echo(f"{table:<16} {stage:<11} {state:<8} {count:>8}")
 
 
 @app.command()

@@ -18,4 +18,4 @@ class UnknownTheorem(RocqcotError):
 
 
 class LeaseLost(RocqcotError):
-    """A worker tried to finish a row it no longer holds (its lease expired and it was reclaimed)."""
+    """A worker tried to finish a row it no longer holds (its lease expired, another took it)."""

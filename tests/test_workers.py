@@ -110,7 +110,8 @@ def test_expired_lease_makes_a_row_claimable_and_lost_lease_cannot_finish(migrat
     with factory.begin() as session:  # still leased: nobody else gets it
         assert queue.claim(session, probe.SPEC, "host:2:alive", 10) == []
     with factory.begin() as session:
-        session.execute(sa.update(Probe).values(lease_until=sa.func.now() - sa.text("'1s'::interval")))
+        expired = sa.func.now() - sa.text("'1s'::interval")
+        session.execute(sa.update(Probe).values(lease_until=expired))
     with factory.begin() as session:
         assert queue.claim(session, probe.SPEC, "host:2:alive", 10) == [row_id]
     try:

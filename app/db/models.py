@@ -8,7 +8,7 @@ Results are keyed by natural unique keys so that writing a result twice gives th
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
@@ -33,7 +33,7 @@ Json = dict[str, Any] | list[Any]
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {Json: JSONB, dict[str, Any]: JSONB, list[Any]: JSONB}
+    type_annotation_map: ClassVar = {Json: JSONB, dict[str, Any]: JSONB, list[Any]: JSONB}
 
 
 STAGE_ENUM = Enum(Stage, name="stage", values_callable=lambda e: [m.value for m in e])
@@ -244,7 +244,7 @@ class SearchBlock(StageColumns, Base):
 
 
 class SearchQuery(Base):
-    """A candidate query for a search block: the original (index 0) or a repair (1–5)."""
+    """A candidate query for a search block: the original (index 0) or a repair (1 to 5)."""
 
     __tablename__ = "search_queries"
     __table_args__ = (UniqueConstraint("search_block_id", "candidate_index"),)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from app.rocq.positions import Position, SourceText
 
-_LINE = re.compile(r"Chars (\d+) - (\d+) \[.*\] (\d+\.\d*) secs \(\S*\)")
+_LINE = re.compile(r"Chars (\d+) - (\d+) \[.*\] (\S+) secs \(\S*\)")
 
 
 @dataclass(frozen=True)
