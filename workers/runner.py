@@ -18,7 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -132,16 +132,17 @@ class Worker:
                         break
                     self._stopping.wait(IDLE_POLL_SECONDS)
                     continue
-                keeper.held = list(ids)
-                for row_id in ids:
-                    self._process(row_id)
+                keeper.held = [row_id for row_id, _ in ids]
+                for row_id, item in ids:
+                    self._process(row_id, item)
                     keeper.held.remove(row_id)
         return self.stats
 
-    def _claim(self) -> list[int]:
+    def _claim(self) -> list[tuple[int, Any]]:
+        """Claim a batch and read each row's input, in one transaction."""
         with session_factory().begin() as session:
-            queue.expire(session, self.spec)
-            return queue.claim(session, self.spec, self.name, self.spec.batch_size)
+            ids = queue.claim(session, self.spec, self.name, self.spec.batch_size)
+            return [(row_id, self.spec.load(session, row_id)) for row_id in ids]
 
     def _others_running(self) -> bool:
         """Whether other workers still hold rows of this stage (they may yet fail and retry).
@@ -150,17 +151,16 @@ class Worker:
         for their leases to expire, so a killed run restarts without delay.
         """
         with session_factory().begin() as session:
+            queue.expire(session, self.spec)
             holders = queue.running_workers(session, self.spec)
             dead = [name for name in holders if is_dead_local_worker(name)]
             if dead:
                 queue.release(session, self.spec, dead)
             return bool(holders)
 
-    def _process(self, row_id: int) -> None:
+    def _process(self, row_id: int, item: Any) -> None:
         extra = {"stage": self.spec.stage.value, "row": row_id, "worker": self.name}
         try:
-            with session_factory().begin() as session:
-                item = self.spec.load(session, row_id)
             result = self.spec.run(item)
         except Exception as error:  # the stage's own failure: record it, carry on
             log.warning("failed: %s", error, extra=extra)

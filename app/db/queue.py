@@ -7,7 +7,9 @@ the row's prior state (still running, in this stage, held by this worker) and ra
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -41,67 +43,99 @@ def _ready(spec: StageSpec) -> sa.ColumnElement[bool]:
     return waiting
 
 
-def claim(session: Session, spec: StageSpec, worker: str, limit: int) -> list[int]:
-    """Claim up to `limit` ready rows: lock them (skipping rows others hold) and lease them."""
+@dataclass(frozen=True)
+class _Statements:
+    """The statements of one stage, built once: building SQLAlchemy expressions per row
+    costs more than running them."""
+
+    claim: sa.Update
+    renew: sa.Update
+    settle: sa.Update
+
+
+@functools.cache
+def _statements(spec: StageSpec) -> _Statements:
     t = _table(spec)
+    lease = sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, spec.lease_seconds)
     ready = (
         sa.select(t.c.id)
         .where(_ready(spec))
         .order_by(*spec.order_by(), t.c.id)
-        .limit(limit)
+        .limit(sa.bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    claimed = (
+    claim = (
         sa.update(t)
         .where(t.c.id.in_(ready.scalar_subquery()))
         .values(
             stage=spec.stage,
             status=Status.running,
             attempts=sa.case((t.c.stage == spec.stage, t.c.attempts + 1), else_=1),
-            lease_until=sa.func.now() + timedelta(seconds=spec.lease_seconds),
-            worker=worker,
+            lease_until=lease,
+            worker=sa.bindparam("worker_name"),
             updated_at=sa.func.now(),
         )
         .returning(t.c.id)
     )
-    return sorted(session.execute(claimed).scalars())
+    renew = (
+        sa.update(t)
+        .where(
+            t.c.id.in_(sa.bindparam("ids", expanding=True)),
+            t.c.worker == sa.bindparam("worker_name"),
+            t.c.status == Status.running,
+        )
+        .values(lease_until=lease)
+    )
+    settle = (
+        sa.update(t)
+        .where(
+            t.c.id == sa.bindparam("row_id"),
+            t.c.stage == spec.stage,
+            t.c.status == Status.running,
+            t.c.worker == sa.bindparam("worker_name"),
+        )
+        .values(
+            status=sa.bindparam("new_status", type_=t.c.status.type),
+            error=sa.bindparam("error", type_=sa.Text),
+            lease_until=None,
+            updated_at=sa.func.now(),
+        )
+        .returning(t.c.id)
+    )
+    return _Statements(claim=claim, renew=renew, settle=settle)
+
+
+def claim(session: Session, spec: StageSpec, worker: str, limit: int) -> list[int]:
+    """Claim up to `limit` ready rows: lock them (skipping rows others hold) and lease them."""
+    claimed = session.execute(_statements(spec).claim, {"limit": limit, "worker_name": worker})
+    return sorted(claimed.scalars())
 
 
 def renew(session: Session, spec: StageSpec, worker: str, ids: Sequence[int]) -> None:
     """Extend the lease of rows this worker still holds."""
-    t = _table(spec)
-    session.execute(
-        sa.update(t)
-        .where(t.c.id.in_(ids), t.c.worker == worker, t.c.status == Status.running)
-        .values(lease_until=sa.func.now() + timedelta(seconds=spec.lease_seconds))
-    )
+    session.execute(_statements(spec).renew, {"ids": list(ids), "worker_name": worker})
 
 
-def _settle(session: Session, spec: StageSpec, worker: str, row_id: int, **values: Any) -> None:
-    t = _table(spec)
+def _settle(
+    session: Session, spec: StageSpec, worker: str, row_id: int, status: Status, error: str | None
+) -> None:
     held = session.execute(
-        sa.update(t)
-        .where(
-            t.c.id == row_id,
-            t.c.stage == spec.stage,
-            t.c.status == Status.running,
-            t.c.worker == worker,
-        )
-        .values(lease_until=None, updated_at=sa.func.now(), **values)
-        .returning(t.c.id)
+        _statements(spec).settle,
+        {"row_id": row_id, "worker_name": worker, "new_status": status, "error": error},
     ).first()
     if held is None:
-        raise LeaseLost(f"{t.name} row {row_id} is no longer held by {worker} in {spec.stage}")
+        table = _table(spec).name
+        raise LeaseLost(f"{table} row {row_id} is no longer held by {worker} in {spec.stage}")
 
 
 def finish(session: Session, spec: StageSpec, worker: str, row_id: int) -> None:
     """Mark a held row done (call in the transaction that stores its result)."""
-    _settle(session, spec, worker, row_id, status=Status.done, error=None)
+    _settle(session, spec, worker, row_id, Status.done, None)
 
 
 def fail(session: Session, spec: StageSpec, worker: str, row_id: int, error: str) -> None:
     """Mark a held row failed with its error; it is retried until `max_attempts`."""
-    _settle(session, spec, worker, row_id, status=Status.failed, error=error)
+    _settle(session, spec, worker, row_id, Status.failed, error)
 
 
 def expire(session: Session, spec: StageSpec) -> int:

@@ -1,0 +1,192 @@
+"""The command line against the real database: status, reprocess, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import engine as db
+from app.db.enums import Stage, Status
+from app.db.models import Cot, Example, Have, Library, ProofStep, SourceFile, Theorem
+from app.db.reprocess import reprocess
+from app.errors import RocqcotError, UnknownTheorem
+from app.steps import probe
+
+
+def rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rocqcot: error: ")
+    return lines[0]
+
+
+def test_status_counts_rows_per_stage_and_status(
+    migrated: str, subprocess_env: dict[str, str]
+) -> None:
+    with db.session_factory().begin() as session:
+        probe.add_probes(session, [{}] * 5)
+    assert (
+        rocqcot(subprocess_env, "worker", "--stage", "probe", "--concurrency", "2").returncode == 0
+    )
+    with db.session_factory().begin() as session:
+        probe.add_probes(session, [{}] * 2)
+    result = rocqcot(subprocess_env, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    counts = {
+        (r["table_name"], r["stage"], r["status"]): r["rows"] for r in json.loads(result.stdout)
+    }
+    assert counts == {("probes", "probe", "done"): 5, ("probes", "probe", "pending"): 2}
+    text = rocqcot(subprocess_env, "status").stdout
+    assert "probes" in text and "pending" in text
+
+
+def test_every_command_brings_a_fresh_database_to_head(
+    database_url: str, subprocess_env: dict[str, str]
+) -> None:
+    assert db.current_revision() is None
+    assert rocqcot(subprocess_env, "status").returncode == 0
+    assert db.current_revision() is not None
+
+
+def test_unknown_stage_is_a_one_line_error(database_url: str, subprocess_env: dict[str, str]):
+    error = one_line_error(rocqcot(subprocess_env, "worker", "--stage", "nonsense"))
+    assert "unknown stage 'nonsense'" in error and "probe" in error
+
+
+def test_unreachable_database_is_a_one_line_error(subprocess_env: dict[str, str]) -> None:
+    env = dict(subprocess_env, DATABASE_URL="postgresql://nobody@127.0.0.1:9/nowhere")
+    error = one_line_error(rocqcot(env, "status"))
+    assert "cannot connect to" in error and "127.0.0.1" in error
+
+
+def test_reprocess_unknown_fqn_is_a_one_line_error(migrated: str, subprocess_env: dict[str, str]):
+    error = one_line_error(rocqcot(subprocess_env, "reprocess", "no.such.lemma", "--from", "haves"))
+    assert "no theorem named 'no.such.lemma'" in error
+
+
+def test_unbuilt_step_says_which_issue_builds_it(database_url: str, subprocess_env: dict[str, str]):
+    assert "not built yet" in one_line_error(rocqcot(subprocess_env, "step", "10"))
+
+
+def _theorem_with_derived_rows() -> int:
+    with db.session_factory().begin() as session:
+        library = Library(
+            name="lib",
+            input_path="/in",
+            output_path="/out",
+            logical_prefix="lib",
+            stage=Stage.build,
+            status=Status.done,
+        )
+        session.add(library)
+        session.flush()
+        source = SourceFile(
+            library_id=library.id,
+            path="a.v",
+            logical_path="lib.a",
+            content_hash="h",
+            cleaned_text="",
+            stage=Stage.extract,
+            status=Status.done,
+        )
+        session.add(source)
+        session.flush()
+        theorem = Theorem(
+            fqn="lib.a.foo",
+            file_id=source.id,
+            kind="Lemma",
+            statement="Lemma foo : True.",
+            proof="Proof. by []. Qed.",
+            tagged_proof="tagged",
+            stage=Stage.cot,
+            status=Status.done,
+            attempts=1,
+            evaluation={"initial_goal": "True"},
+        )
+        session.add(theorem)
+        session.flush()
+        session.add(
+            Theorem(
+                fqn="lib.a.foo_have_0",
+                file_id=source.id,
+                parent_id=theorem.id,
+                kind="Lemma",
+                statement="s",
+                proof="p",
+                stage=Stage.evaluate,
+                status=Status.done,
+            )
+        )
+        session.add(Have(theorem_id=theorem.id, index=0, tactic="have", statement="s", proof="p"))
+        session.add(
+            ProofStep(
+                theorem_id=theorem.id,
+                index=0,
+                chain="by [].",
+                goals="",
+                goals_with_gvars="",
+                goal_diff="",
+            )
+        )
+        cot = Cot(theorem_id=theorem.id, writer="offline", stage=Stage.split, status=Status.done)
+        session.add(cot)
+        session.flush()
+        session.add(Example(cot_id=cot.id, index=0))
+        return theorem.id
+
+
+def _count(model: type, **where: object) -> int:
+    with db.session_factory()() as session:
+        query = sa.select(sa.func.count()).select_from(model).filter_by(**where)
+        return session.execute(query).scalar_one()
+
+
+def test_reprocess_from_evaluate_keeps_haves_and_drops_later_rows(migrated: str) -> None:
+    theorem_id = _theorem_with_derived_rows()
+    with db.session_factory().begin() as session:
+        reprocess(session, "lib.a.foo", Stage.evaluate)
+    with db.session_factory()() as session:
+        theorem = session.get(Theorem, theorem_id)
+    assert (theorem.stage, theorem.status, theorem.attempts) == (Stage.evaluate, Status.pending, 0)
+    assert theorem.tagged_proof == "tagged" and theorem.evaluation is None
+    assert _count(Have) == 1
+    assert _count(ProofStep) == _count(Cot) == _count(Example) == 0
+    assert _count(Theorem) == 1, "the have sub-theorem is derived by step 4"
+
+
+def test_reprocess_from_haves_drops_the_haves_too(migrated: str) -> None:
+    theorem_id = _theorem_with_derived_rows()
+    with db.session_factory().begin() as session:
+        reprocess(session, "lib.a.foo", Stage.haves)
+    with db.session_factory()() as session:
+        theorem = session.get(Theorem, theorem_id)
+    assert theorem.stage == Stage.haves and theorem.tagged_proof is None
+    assert _count(Have) == 0
+
+
+def test_reprocess_from_split_resets_only_the_cot(migrated: str) -> None:
+    _theorem_with_derived_rows()
+    with db.session_factory().begin() as session:
+        reprocess(session, "lib.a.foo", Stage.split)
+    assert _count(Example) == 0
+    assert _count(Cot, stage=Stage.split, status=Status.pending) == 1
+    assert _count(ProofStep) == 1
+
+
+def test_reprocess_refuses_file_level_stages_and_unknown_names(migrated: str) -> None:
+    _theorem_with_derived_rows()
+    with db.session_factory().begin() as session, pytest.raises(RocqcotError, match="per-theorem"):
+        reprocess(session, "lib.a.foo", Stage.build)
+    with db.session_factory().begin() as session, pytest.raises(UnknownTheorem):
+        reprocess(session, "lib.a.bar", Stage.haves)
