@@ -82,18 +82,21 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 @app.command()
 def worker(
-    stage: Annotated[str, typer.Option("--stage", "-s", help="the stage to run")],
+    stage: Annotated[
+        list[str], typer.Option("--stage", "-s", help="a stage to run (repeat for a group)")
+    ],
     forever: Annotated[bool, typer.Option(help="keep polling when nothing is ready")] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="worker threads")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="worker threads per stage")] = 1,
 ) -> None:
-    """Run a stage's workers until no row is ready (or forever)."""
+    """Run workers of one or more stages until no row is ready (or forever)."""
     from app.stages import stage_spec
     from workers.runner import run_workers
 
-    spec = stage_spec(stage)
+    specs = [stage_spec(name) for name in stage]
     db.ensure_schema()
-    stats = run_workers(spec, concurrency=concurrency, forever=forever)
-    typer.echo(f"{stage}: {stats.done} done, {stats.failed} failed, {stats.lost} lost leases")
+    stats = run_workers(specs, concurrency=concurrency, forever=forever)
+    names = ", ".join(stage)
+    typer.echo(f"{names}: {stats.done} done, {stats.failed} failed, {stats.lost} lost leases")
 
 
 @app.command()

@@ -86,7 +86,7 @@ def test_four_workers_never_process_a_row_twice(
 def test_threads_of_one_worker_share_the_rows(migrated: str, tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
     add_probes(100, log=str(log))
-    stats = run_workers(probe.SPEC, concurrency=3)
+    stats = run_workers([probe.SPEC], concurrency=3)
     assert stats.done == 100 and stats.failed == 0
     assert set(calls_per_row(log).values()) == {1}
 

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -202,9 +202,11 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}{where}"
 
 
-def run_workers(spec: StageSpec, *, concurrency: int = 1, forever: bool = False) -> WorkerStats:
-    """Run `concurrency` workers of one stage in threads until none has work left."""
-    workers = [Worker(spec, forever=forever) for _ in range(concurrency)]
+def run_workers(
+    specs: Sequence[StageSpec], *, concurrency: int = 1, forever: bool = False
+) -> WorkerStats:
+    """Run `concurrency` worker threads per stage until none has work left (or forever)."""
+    workers = [Worker(spec, forever=forever) for spec in specs for _ in range(concurrency)]
     threads = [threading.Thread(target=w.run, name=w.name, daemon=True) for w in workers]
     for thread in threads:
         thread.start()
