@@ -6,10 +6,11 @@ needs no separate migration step. Errors the user can act on print one line and 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,7 +19,7 @@ from app.db import engine as db
 from app.db import queue
 from app.db.enums import Stage
 from app.errors import RocqcotError
-from app.steps import STEPS, StepInfo
+from app.steps import STEPS, StepInfo, step_module
 
 app = typer.Typer(
     help="Build chain-of-thought training data for LLM provers from a Rocq library.",
@@ -117,6 +118,20 @@ def reprocess(
         typer.echo(reset_theorem(session, fqn, stage))
 
 
+@app.command("export")
+def export_command(
+    step: Annotated[int, typer.Option("--step", help="the step whose rows to write")],
+    out: Annotated[Path, typer.Option("--out", help="the file to write")],
+) -> None:
+    """Write a step's rows in the original scripts' file format."""
+    from app.export import export
+
+    db.ensure_schema()
+    with db.session_factory()() as session:
+        count = export(session, step, out)
+    typer.echo(f"step {step}: {count} entries written to {out}")
+
+
 @app.command()
 def run() -> None:
     """The main job: start the database, migrate, run every built step, show the status."""
@@ -127,9 +142,8 @@ def run() -> None:
 
 def _add_step_command(step: StepInfo) -> None:
     """Register `rocqcot step N` from `app.steps.step_N`, or say which issue builds it."""
-    try:
-        module = importlib.import_module(f"app.steps.step_{step.number}")
-    except ModuleNotFoundError:
+    module = step_module(step.number)
+    if module is None:
 
         def not_built() -> None:
             raise RocqcotError(
@@ -145,10 +159,21 @@ for _step in STEPS:
     _add_step_command(_step)
 
 
+def run_step(command: Callable[..., None]) -> None:
+    """`python -m app.steps.step_N`: one step's command with the CLI's error handling."""
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command()(command)
+    _guarded(single)
+
+
 def main() -> None:
     """Entry point: run the command; print user errors as one line and exit non-zero."""
+    _guarded(app)
+
+
+def _guarded(application: typer.Typer) -> None:
     try:
-        app()
+        application()
     except RocqcotError as error:
         typer.echo(f"rocqcot: error: {error}", err=True)
         sys.exit(1)

@@ -69,4 +69,6 @@ def stage_spec(name: str) -> StageSpec:
 
 def _import_stage_modules() -> None:
     """Stage modules register themselves when imported."""
-    import app.steps  # noqa: F401
+    from app.steps import register_all
+
+    register_all()

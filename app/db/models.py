@@ -249,9 +249,7 @@ class SearchQuery(Base):
     __tablename__ = "search_queries"
     __table_args__ = (UniqueConstraint("search_block_id", "candidate_index"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    search_block_id: Mapped[int] = mapped_column(
-        ForeignKey("search_blocks.id", ondelete="CASCADE")
-    )
+    search_block_id: Mapped[int] = mapped_column(ForeignKey("search_blocks.id", ondelete="CASCADE"))
     candidate_index: Mapped[int] = mapped_column(Integer)
     query: Mapped[str] = mapped_column(Text)
     think: Mapped[str | None] = mapped_column(Text)

@@ -41,7 +41,7 @@ def reprocess(session: Session, fqn: str, from_stage: Stage) -> str:
             f"the whole library; per-theorem stages are {names}"
         )
     if from_stage in THEOREM_STAGES:
-        _clear_theorem(session, theorem_id, from_stage)
+        clear_derived(session, theorem_id, from_stage)
         queue.reset_rows(session, Theorem.__table__, [theorem_id], from_stage)
         return f"{fqn}: reset to {from_stage.value}"
     cot_id = session.execute(sa.select(Cot.id).where(Cot.theorem_id == theorem_id)).scalar()
@@ -51,7 +51,7 @@ def reprocess(session: Session, fqn: str, from_stage: Stage) -> str:
     return f"{fqn}: chain of thought reset to {from_stage.value}"
 
 
-def _clear_theorem(session: Session, theorem_id: int, from_stage: Stage) -> None:
+def clear_derived(session: Session, theorem_id: int, from_stage: Stage) -> None:
     """Delete what `from_stage` and later stages derived from the theorem."""
     later = THEOREM_STAGES[THEOREM_STAGES.index(from_stage) :]
     if Stage.haves in later:
@@ -62,9 +62,7 @@ def _clear_theorem(session: Session, theorem_id: int, from_stage: Stage) -> None
     if Stage.evaluate in later:
         session.execute(sa.delete(Theorem).where(Theorem.parent_id == theorem_id))
         session.execute(sa.delete(ProofStep).where(ProofStep.theorem_id == theorem_id))
-        session.execute(
-            sa.update(Theorem).where(Theorem.id == theorem_id).values(evaluation=None)
-        )
+        session.execute(sa.update(Theorem).where(Theorem.id == theorem_id).values(evaluation=None))
     session.execute(sa.delete(Annotation).where(Annotation.theorem_id == theorem_id))
     session.execute(sa.delete(Cot).where(Cot.theorem_id == theorem_id))
 
@@ -72,9 +70,7 @@ def _clear_theorem(session: Session, theorem_id: int, from_stage: Stage) -> None
 def _clear_cot(session: Session, cot_id: int, from_stage: Stage) -> None:
     """Reset a CoT's search blocks or its own stage, dropping its examples and verdict."""
     session.execute(sa.delete(Example).where(Example.cot_id == cot_id))
-    session.execute(
-        sa.update(Cot).where(Cot.id == cot_id).values(valid=None, invalid_reason=None)
-    )
+    session.execute(sa.update(Cot).where(Cot.id == cot_id).values(valid=None, invalid_reason=None))
     if from_stage in SEARCH_STAGES:
         block_ids = list(
             session.execute(sa.select(SearchBlock.id).where(SearchBlock.cot_id == cot_id)).scalars()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-
-from app.steps import probe  # noqa: F401  (registers the diagnostic stage)
+from types import ModuleType
 
 
 @dataclass(frozen=True)
@@ -28,3 +28,20 @@ STEPS = [
     StepInfo(9, "keep the CoTs whose searches all succeed", 10),
     StepInfo(10, "split the CoTs into training examples", 10),
 ]
+
+
+def step_module(number: int) -> ModuleType | None:
+    """The module of step N (importing it registers its stage), or None if not built yet."""
+    try:
+        return importlib.import_module(f"app.steps.step_{number}")
+    except ModuleNotFoundError as missing:
+        if missing.name != f"app.steps.step_{number}":
+            raise
+        return None
+
+
+def register_all() -> None:
+    """Import every stage module so that each registers its stage."""
+    importlib.import_module("app.steps.probe")
+    for step in STEPS:
+        step_module(step.number)

@@ -1,0 +1,326 @@
+"""Step 0: copy the library, strip its comments, build it, record its files.
+
+The copy keeps `.v` files and build files only; comments go (after their header
+documentation is harvested for the dictionary) so that every later offset refers to the text
+that was built. The build is the Rocq layer's: dependency order, parallel, `-time` sentences
+and globs, unchanged files skipped. A library row is processed by the `build` stage; each of
+its files becomes a `source_files` row, ready for step 1 when it built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app import config
+from app.db.enums import Stage, Status
+from app.db.models import Library, SourceFile
+from app.rocq.build import BuildResult, BuildStatus, FileResult, build
+from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
+from app.stages import StageSpec, register
+
+log = logging.getLogger(__name__)
+
+EXTRACTOR_VERSION = "step0-1"
+BUILD_FILES = ("_CoqProject", "Makefile", "dune", "dune-project")
+BUILD_SUFFIXES = (".mk", ".opam")
+
+
+@dataclass(frozen=True)
+class LibraryInput:
+    """What the build stage needs to know about a library row."""
+
+    input_path: str
+    output_path: str
+    prefix: str
+    jobs: int | None
+
+
+@dataclass(frozen=True)
+class PreparedFile:
+    """A `.v` file of the copy: its cleaned text and the documentation its comments held."""
+
+    path: str
+    cleaned_text: str
+    header_docs: list[dict[str, Any]]
+    strip_error: str | None
+
+
+@dataclass(frozen=True)
+class BuiltLibrary:
+    """The result of the build stage: every file with its build outcome."""
+
+    rocq_version: str
+    files: list[dict[str, Any]]
+    seconds: float
+
+
+def is_kept(path: Path) -> bool:
+    """Sources and build files are copied; compiled files and everything else are not."""
+    return (
+        path.suffix == ".v"
+        or path.name in BUILD_FILES
+        or path.name.startswith("Makefile")
+        or path.suffix in BUILD_SUFFIXES
+    )
+
+
+def input_fingerprint(input_path: Path) -> str:
+    """A hash of the kept files' paths and contents: a changed input means a new build."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p)):
+        digest.update(path.relative_to(input_path).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def prepare_file(source: Path, target: Path) -> PreparedFile:
+    """Strip a `.v` file into the copy; a file that does not lex is copied as it is, so that
+    Rocq reports the error with its own message."""
+    text = source.read_text(encoding="utf-8")
+    try:
+        cleaned, docs, error = strip_comments(text), header_docs(text), None
+    except UnterminatedError as lex_error:
+        cleaned, docs, error = text, [], str(lex_error)
+    write_if_changed(target, cleaned)
+    return PreparedFile(
+        path=target.as_posix(),
+        cleaned_text=cleaned,
+        header_docs=[dataclasses.asdict(doc) | {"head": doc.head} for doc in docs],
+        strip_error=error,
+    )
+
+
+def write_if_changed(target: Path, text: str) -> None:
+    """Rewrite only changed files, so the build's skip logic and mtimes stay meaningful."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+
+
+def copy_tree(input_path: Path, output_path: Path) -> dict[str, PreparedFile]:
+    """Copy the kept files, stripping `.v` files; remove `.v` files the input no longer has."""
+    prepared: dict[str, PreparedFile] = {}
+    for source in sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p)):
+        relative = source.relative_to(input_path).as_posix()
+        target = output_path / relative
+        if source.suffix == ".v":
+            prepared[relative] = prepare_file(source, target)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    for stale in output_path.rglob("*.v"):
+        if stale.relative_to(output_path).as_posix() not in prepared:
+            stale.unlink()
+    return prepared
+
+
+def load(session: Session, row_id: int) -> LibraryInput:
+    library = session.get(Library, row_id)
+    return LibraryInput(
+        library.input_path,
+        library.output_path,
+        library.logical_prefix,
+        library.settings.get("jobs"),
+    )
+
+
+def run(item: LibraryInput) -> BuiltLibrary:
+    """Copy, strip and build the library; every file's outcome, failed ones included."""
+    output = Path(item.output_path)
+    prepared = copy_tree(Path(item.input_path), output)
+    result = build(output, item.prefix, jobs=item.jobs)
+    files = [file_record(result, path, prepared[path]) for path in result.graph.order]
+    return BuiltLibrary(result.coqc_version, files, result.seconds)
+
+
+def file_record(result: BuildResult, path: str, prepared: PreparedFile) -> dict[str, Any]:
+    """The `source_files` columns of one built file."""
+    outcome: FileResult = result.files.get(path) or FileResult(
+        path, result.graph.library(path), BuildStatus.DEPENDENCY_FAILED, ""
+    )
+    return {
+        "path": path,
+        "logical_path": outcome.library,
+        "content_hash": hashlib.sha256(prepared.cleaned_text.encode()).hexdigest(),
+        "cleaned_text": prepared.cleaned_text,
+        "build_status": outcome.status.value,
+        "build_error": build_error(outcome, prepared),
+        "build_seconds": outcome.seconds,
+        "dependency_order": result.graph.order.index(path),
+        "requires": sorted(result.graph.library(dep) for dep in result.graph.closure[path]),
+        "sentences": [dataclasses.asdict(s) for s in outcome.sentences],
+        "glob": dataclasses.asdict(outcome.glob) if outcome.glob else {},
+        "header_docs": prepared.header_docs,
+    }
+
+
+def build_error(outcome: FileResult, prepared: PreparedFile) -> str | None:
+    """A one-paragraph reason for a file that did not build, with Rocq's location."""
+    if outcome.status in (BuildStatus.BUILT, BuildStatus.SKIPPED):
+        return None
+    if outcome.status == BuildStatus.DEPENDENCY_FAILED:
+        return f"not built: its requirement {outcome.failed_dependency} failed"
+    error = outcome.error
+    where = (
+        f"line {error.start.line + 1}, character {error.start.character}: "
+        if (error and error.start)
+        else ""
+    )
+    message = error.message if error else "coqc failed"
+    lexer = (
+        f" (comments could not be stripped: {prepared.strip_error})"
+        if (prepared.strip_error)
+        else ""
+    )
+    return f"{outcome.file}: {where}{message}{lexer}"
+
+
+def store(session: Session, row_id: int, built: BuiltLibrary) -> None:
+    """Upsert the files; a file whose text and build outcome did not change is left alone."""
+    session.execute(
+        sa.update(Library)
+        .where(Library.id == row_id)
+        .values(rocq_version=built.rocq_version, extractor_version=EXTRACTOR_VERSION)
+    )
+    for record in built.files:
+        upsert_file(session, row_id, record)
+
+
+def upsert_file(session: Session, library_id: int, record: dict[str, Any]) -> None:
+    ok = record["build_status"] in (BuildStatus.BUILT, BuildStatus.SKIPPED)
+    values = record | {
+        "library_id": library_id,
+        "stage": Stage.build,
+        "status": Status.done if ok else Status.failed,
+        "error": record["build_error"],
+        "attempts": 0,
+    }
+    statement = insert(SourceFile).values(values)
+    changed = sa.or_(
+        SourceFile.content_hash != statement.excluded.content_hash,
+        SourceFile.status != statement.excluded.status,
+        SourceFile.dependency_order != statement.excluded.dependency_order,
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["library_id", "logical_path"],
+            set_={key: statement.excluded[key] for key in values if key != "library_id"},
+            where=changed,
+        )
+    )
+
+
+SPEC = register(
+    StageSpec(
+        stage=Stage.build,
+        model=Library,
+        input_stage=None,
+        load=load,
+        run=run,
+        store=store,
+        lease_seconds=600.0,
+        max_attempts=2,
+    )
+)
+
+
+def register_library(
+    session: Session, input_path: Path, output_path: Path, name: str, prefix: str, jobs: int | None
+) -> bool:
+    """Create or update the library row; queue a build when the input changed. Returns
+    whether a build is queued."""
+    fingerprint = input_fingerprint(input_path)
+    settings = {"fingerprint": fingerprint, "jobs": jobs}
+    library = session.execute(sa.select(Library).where(Library.name == name)).scalar()
+    if library is None:
+        session.add(
+            Library(
+                name=name,
+                input_path=str(input_path),
+                output_path=str(output_path),
+                logical_prefix=prefix,
+                settings=settings,
+                stage=Stage.build,
+                status=Status.pending,
+            )
+        )
+        return True
+    unchanged = (
+        library.settings.get("fingerprint") == fingerprint
+        and library.input_path == str(input_path)
+        and library.output_path == str(output_path)
+        and (output_path / ".rocqcot-build.json").exists()
+        and library.status == Status.done
+    )
+    if unchanged:
+        return False
+    library.input_path, library.output_path = str(input_path), str(output_path)
+    library.logical_prefix, library.settings = prefix, {**library.settings, **settings}
+    library.stage, library.status, library.attempts, library.error = (
+        Stage.build,
+        Status.pending,
+        0,
+        None,
+    )
+    return True
+
+
+def command(
+    input: Annotated[Path, typer.Option(help="the library's source tree")] = config.DEFAULT_LIBRARY,
+    output: Annotated[
+        Path | None, typer.Option(help="where the copy goes [export/output/steps/step_0/NAME]")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="the library's name [its folder's]")] = None,
+    prefix: Annotated[
+        str | None, typer.Option(help="its logical prefix, as in -R DIR PREFIX [its folder's]")
+    ] = None,
+    jobs: Annotated[int | None, typer.Option(help="parallel coqc processes [cores]")] = None,
+) -> None:
+    """Copy, strip comments, build the library; record its files."""
+    from app.db.engine import ensure_schema, session_factory
+    from app.errors import RocqcotError
+    from workers.runner import run_workers
+
+    input = input.resolve()
+    if not input.is_dir():
+        raise RocqcotError(f"--input {input} is not a folder")
+    name = name or input.name
+    output = (output or Path("export/output/steps/step_0") / name).resolve()
+    ensure_schema()
+    with session_factory().begin() as session:
+        queued = register_library(session, input, output, name, prefix or input.name, jobs)
+    stats = run_workers([SPEC])
+    with session_factory()() as session:
+        summary = file_summary(session, name)
+    state = "built" if queued else "unchanged, nothing rebuilt"
+    typer.echo(f"step 0: {name} {state}; files: {summary}; output: {output}")
+    if stats.failed:
+        raise RocqcotError(f"step 0 failed for {name}: see `rocqcot status`")
+
+
+def file_summary(session: Session, name: str) -> str:
+    """Files per build status, e.g. `built 88, failed 1, dependency-failed 2`."""
+    rows = session.execute(
+        sa.select(SourceFile.build_status, sa.func.count())
+        .join(Library)
+        .where(Library.name == name)
+        .group_by(SourceFile.build_status)
+    ).all()
+    return ", ".join(f"{status} {count}" for status, count in sorted(rows)) or "none"
+
+
+if __name__ == "__main__":
+    from app.cli import run_step
+
+    run_step(command)

@@ -1,0 +1,263 @@
+"""Step 1: extract every theorem of every built file.
+
+A theorem is a glob definition (kind `prf` by default) whose sentence — found among Rocq's own
+sentences from `coqc -time` — starts with one of the requested kinds; its proof runs from the
+next sentence through `Qed.` or `Defined.`, sliced exactly from the built text. Proofs that end
+in `Admitted.` or `Abort.`, and statements that carry their proof term (`:= …`), are skipped
+and counted. No regex looks for theorems in the text.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from app.db.enums import Stage, Status
+from app.db.models import Library, SourceFile, Theorem
+from app.db.reprocess import clear_derived
+from app.stages import StageSpec, register
+
+DEFAULT_KINDS = ("Theorem", "Lemma", "Fact", "Remark", "Corollary", "Proposition", "Property")
+EXTRACTOR_VERSION = "step1-1"
+_ATTRIBUTES = re.compile(r"^(?:#\[[^\]]*\]\s*|(?:Local|Global|Polymorphic|Program)\s+)*")
+_PROOF_END = re.compile(r"^(Qed|Defined|Admitted|Abort|Save\s+\S+)\s*\.$")
+_PROOF_START = re.compile(r"^(Proof|Next Obligation)\b")
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """A built file as step 1 reads it."""
+
+    file_id: int
+    text: str
+    sentences: list[dict[str, Any]]
+    definitions: list[dict[str, Any]]
+    kinds: tuple[str, ...]
+    source_hash: str
+
+
+@dataclass(frozen=True)
+class ExtractedTheorem:
+    fqn: str
+    kind: str
+    statement: str
+    proof: str
+    line: int
+    character: int
+    byte_start: int
+    byte_end: int
+    tactics: int
+
+
+@dataclass
+class Extraction:
+    """The theorems of one file and what was skipped, by reason."""
+
+    theorems: list[ExtractedTheorem] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+
+    def skip(self, reason: str, fqn: str) -> None:
+        self.skipped.setdefault(reason, []).append(fqn)
+
+
+def sentence_kind(sentence: str, kinds: tuple[str, ...]) -> str | None:
+    """The theorem kind a sentence opens with (after attributes such as `Local`), if any."""
+    rest = sentence[_ATTRIBUTES.match(sentence).end() :]
+    word = rest.split(None, 1)[0] if rest.strip() else ""
+    return word if word in kinds else None
+
+
+def extract(item: FileInput) -> Extraction:
+    """The theorems of a file, from its sentences and its glob definitions."""
+    sentences = item.sentences
+    starts = [s["byte_start"] for s in sentences]
+    defining = {_sentence_at(starts, sentences, d["byte_start"]) for d in item.definitions}
+    extraction = Extraction()
+    for definition in item.definitions:
+        index = _sentence_at(starts, sentences, definition["byte_start"])
+        if index is None:
+            continue
+        statement = sentences[index]
+        kind = sentence_kind(statement["text"], item.kinds)
+        if kind is None:
+            continue
+        end = _proof_end(sentences, index, defining)
+        fqn = definition["fqn"]
+        if end is None:
+            extraction.skip("no proof script", fqn)
+            continue
+        ending = _PROOF_END.match(sentences[end]["text"].strip()).group(1)
+        if ending in ("Admitted", "Abort"):
+            extraction.skip(ending, fqn)
+            continue
+        extraction.theorems.append(_theorem(item.text, sentences, index, end, kind, fqn))
+    return extraction
+
+
+def _sentence_at(starts: list[int], sentences: list[dict[str, Any]], byte: int) -> int | None:
+    """The index of the sentence containing a byte offset."""
+    index = bisect.bisect_right(starts, byte) - 1
+    if index >= 0 and byte < sentences[index]["byte_end"]:
+        return index
+    return None
+
+
+def _proof_end(
+    sentences: list[dict[str, Any]], statement: int, defining: set[int | None]
+) -> int | None:
+    """The sentence that closes the proof opened by `statement`, or None if it has none."""
+    for index in range(statement + 1, len(sentences)):
+        if _PROOF_END.match(sentences[index]["text"].strip()):
+            return index
+        if index in defining:
+            return None  # another definition starts: the statement had no proof script
+    return None
+
+
+def _theorem(
+    text: str, sentences: list[dict[str, Any]], index: int, end: int, kind: str, fqn: str
+) -> ExtractedTheorem:
+    statement, first, last = sentences[index], sentences[index + 1], sentences[end]
+    body = sentences[index + 1 : end]
+    tactics = sum(1 for s in body if not _PROOF_START.match(s["text"].strip()))
+    return ExtractedTheorem(
+        fqn=fqn,
+        kind=kind,
+        statement=statement["text"],
+        proof=text[first["char_start"] : last["char_end"]],
+        line=statement["start"]["line"],
+        character=statement["start"]["character"],
+        byte_start=statement["byte_start"],
+        byte_end=last["byte_end"],
+        tactics=tactics,
+    )
+
+
+def load(session: Session, row_id: int) -> FileInput:
+    source = session.get(SourceFile, row_id)
+    library = session.get(Library, source.library_id)
+    kinds = tuple(library.settings.get("kinds") or DEFAULT_KINDS)
+    glob_kinds = {"prf"} | set(library.settings.get("glob_kinds") or ())
+    definitions = [d for d in source.glob.get("definitions", []) if d["kind"] in glob_kinds]
+    return FileInput(
+        row_id, source.cleaned_text, source.sentences, definitions, kinds, source.content_hash
+    )
+
+
+def run(item: FileInput) -> tuple[FileInput, Extraction]:
+    return item, extract(item)
+
+
+def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -> None:
+    """Upsert the file's theorems; a theorem whose text moved or changed is extracted anew
+    and what was derived from it is dropped; theorems gone from the file are deleted."""
+    item, extraction = result
+    for theorem in extraction.theorems:
+        upsert_theorem(session, item, theorem)
+    kept = [t.fqn for t in extraction.theorems]
+    session.execute(
+        sa.delete(Theorem).where(
+            Theorem.file_id == row_id, Theorem.parent_id.is_(None), Theorem.fqn.not_in(kept)
+        )
+    )
+    skipped = sum(len(names) for names in extraction.skipped.values())
+    session.execute(
+        sa.update(SourceFile)
+        .where(SourceFile.id == row_id, SourceFile.theorems_skipped != skipped)
+        .values(theorems_skipped=skipped)
+    )
+
+
+def upsert_theorem(session: Session, item: FileInput, theorem: ExtractedTheorem) -> None:
+    values = vars(theorem) | {
+        "file_id": item.file_id,
+        "source_hash": item.source_hash,
+        "extractor_version": EXTRACTOR_VERSION,
+        "stage": Stage.extract,
+        "status": Status.done,
+        "attempts": 0,
+        "error": None,
+    }
+    statement = insert(Theorem).values(values)
+    compared = ("statement", "proof", "line", "character", "file_id", "kind", "extractor_version")
+    changed = sa.or_(*(Theorem.__table__.c[c] != statement.excluded[c] for c in compared))
+    changed_id = session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["fqn"],
+            set_={key: statement.excluded[key] for key in values},
+            where=changed,
+        ).returning(Theorem.id)
+    ).scalar()
+    if changed_id is not None:
+        clear_derived(session, changed_id, Stage.haves)
+
+
+SPEC = register(
+    StageSpec(
+        stage=Stage.extract,
+        model=SourceFile,
+        input_stage=Stage.build,
+        load=load,
+        run=run,
+        store=store,
+        order_by=lambda: [SourceFile.dependency_order],
+        batch_size=4,
+    )
+)
+
+
+def command(
+    kinds: Annotated[
+        list[str] | None,
+        typer.Option("--kinds", help="more sentence kinds, e.g. Definition, Instance"),
+    ] = None,
+    glob_kinds: Annotated[
+        list[str] | None,
+        typer.Option("--glob-kinds", help="more glob kinds for them, e.g. def, inst"),
+    ] = None,
+) -> None:
+    """Extract every theorem of every built file."""
+    from app.db.engine import ensure_schema, session_factory
+    from workers.runner import run_workers
+
+    ensure_schema()
+    with session_factory().begin() as session:
+        set_kinds(session, kinds or [], glob_kinds or [])
+    stats = run_workers([SPEC])
+    with session_factory()() as session:
+        theorems = session.execute(
+            sa.select(sa.func.count()).select_from(Theorem).where(Theorem.parent_id.is_(None))
+        ).scalar_one()
+        skipped = session.execute(sa.select(sa.func.sum(SourceFile.theorems_skipped))).scalar()
+    typer.echo(
+        f"step 1: {stats.done} files extracted, {stats.failed} failed; "
+        f"{theorems} theorems, {skipped or 0} skipped (Admitted, Abort, no proof script)"
+    )
+
+
+def set_kinds(session: Session, kinds: list[str], glob_kinds: list[str]) -> None:
+    """Record the kinds to extract; when they change, every built file is extracted again."""
+    wanted = sorted(set(DEFAULT_KINDS) | set(kinds))
+    for library in session.execute(sa.select(Library)).scalars():
+        settings = library.settings
+        if settings.get("kinds") == wanted and settings.get("glob_kinds") == sorted(glob_kinds):
+            continue
+        library.settings = {**settings, "kinds": wanted, "glob_kinds": sorted(glob_kinds)}
+        session.execute(
+            sa.update(SourceFile)
+            .where(SourceFile.library_id == library.id, SourceFile.stage == Stage.extract)
+            .values(status=Status.pending, attempts=0)
+        )
+
+
+if __name__ == "__main__":
+    from app.cli import run_step
+
+    run_step(command)

@@ -1,0 +1,155 @@
+"""Steps 0 and 1 on a small slice of Debian's MathComp, with real coqc and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import engine as db
+from app.db.models import Library, SourceFile, Theorem
+from app.steps.step_1 import DEFAULT_KINDS, sentence_kind
+
+MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
+SLICE = ("ssreflect", "ssrfun", "ssrbool", "ssrnotations", "eqtype", "ssrnat")
+
+
+def make_slice(root: Path, broken: bool = False) -> Path:
+    """A few ssreflect files and one small file of our own that requires them."""
+    library = root / "mathcomp"
+    (library / "ssreflect").mkdir(parents=True)
+    for name in SLICE:
+        shutil.copy(MATHCOMP / "ssreflect" / f"{name}.v", library / "ssreflect")
+    (library / "extra.v").write_text(
+        "From mathcomp Require Import ssreflect ssrfun ssrbool eqtype ssrnat.\n"
+        '(* A (* nested *) comment with a "*)" string. *)\n'
+        "Lemma addn_two n : n + 2 = n.+2. Proof. by rewrite addn2. Qed.\n"
+        "Lemma given (n : nat) : n = n. Admitted.\n"
+        "Definition two := 2.\n"
+        "Theorem two_is_two : two = 2.\nProof.\nby [].\nDefined.\n"
+    )
+    if broken:
+        eqtype = library / "ssreflect" / "eqtype.v"
+        eqtype.write_text(eqtype.read_text().replace("Lemma eqP", "Lemma eqP ) (", 1))
+    return library
+
+
+def rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def built_slice(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The slice and its output folder, shared so coqc runs once for the module."""
+    root = tmp_path_factory.mktemp("slice")
+    return make_slice(root / "in"), root / "out"
+
+
+def dump(model: type) -> list[tuple]:
+    with db.session_factory()() as session:
+        table = model.__table__
+        return [tuple(row) for row in session.execute(sa.select(table).order_by(table.c.id))]
+
+
+def test_steps_0_and_1_extract_every_theorem(built_slice, subprocess_env) -> None:
+    source, output = built_slice
+    step0 = rocqcot(subprocess_env, "step", "0", "--input", str(source), "--output", str(output))
+    assert step0.returncode == 0, step0.stderr
+    step1 = rocqcot(subprocess_env, "step", "1")
+    assert step1.returncode == 0, step1.stderr
+
+    with db.session_factory()() as session:
+        files = {f.path: f for f in session.execute(sa.select(SourceFile)).scalars()}
+        theorems = {t.fqn: t for t in session.execute(sa.select(Theorem)).scalars()}
+    assert {f.build_status for f in files.values()} == {"built"}
+    # Every glob prf definition whose sentence opens with one of the kinds is a row; nothing else.
+    expected, skipped = set(), 0
+    for file in files.values():
+        starts = {s["byte_start"]: s for s in file.sentences}
+        for definition in file.glob["definitions"]:
+            if definition["kind"] != "prf":
+                continue
+            sentence = next(
+                s
+                for s in file.sentences
+                if s["byte_start"] <= definition["byte_start"] < s["byte_end"]
+            )
+            if sentence_kind(sentence["text"], DEFAULT_KINDS):
+                expected.add(definition["fqn"])
+        skipped += file.theorems_skipped
+        assert starts
+    print(
+        f"glob prf entries of the seven kinds: {len(expected)}; rows: {len(theorems)}; "
+        f"skipped: {skipped}"
+    )
+    assert set(theorems) == expected - {"mathcomp.extra.given"}
+    assert skipped == 1  # `given` ends in Admitted
+
+    extra = files["extra.v"]
+    assert "comment" not in extra.cleaned_text and extra.header_docs == []
+    two = theorems["mathcomp.extra.two_is_two"]
+    assert (two.kind, two.statement) == ("Theorem", "Theorem two_is_two : two = 2.")
+    assert two.proof == "Proof.\nby [].\nDefined."
+    for theorem in theorems.values():  # statement and proof are exact slices of the built text
+        text = next(f for f in files.values() if f.id == theorem.file_id).cleaned_text
+        line_start = sum(len(line) + 1 for line in text.split("\n")[: theorem.line])
+        at = line_start + theorem.character
+        assert text[at : at + len(theorem.statement)] == theorem.statement
+        assert text.find(theorem.proof, at + len(theorem.statement)) >= 0
+    edivn = theorems["mathcomp.ssreflect.ssrnat.addnC"]
+    assert edivn.statement.startswith("Lemma addnC")
+    assert edivn.proof.startswith("Proof.") or edivn.proof.endswith("Qed.")
+
+    before = (dump(Library), dump(SourceFile), dump(Theorem))
+    assert (
+        rocqcot(
+            subprocess_env, "step", "0", "--input", str(source), "--output", str(output)
+        ).returncode
+        == 0
+    )
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    assert (dump(Library), dump(SourceFile), dump(Theorem)) == before, "a rerun changed rows"
+
+    out = output.parent / "seed.json"
+    assert rocqcot(subprocess_env, "export", "--step", "1", "--out", str(out)).returncode == 0
+    seed = json.loads(out.read_text())
+    entry = seed["mathcomp.extra.addn_two"]
+    assert entry["filepath"] == "extra.v" and entry["position"] == {"line": 1, "character": 0}
+    assert entry["proof"] == "Proof. by rewrite addn2. Qed."
+
+
+def test_a_broken_file_fails_its_dependents_and_the_rest_is_extracted(
+    tmp_path: Path, subprocess_env
+) -> None:
+    source = make_slice(tmp_path / "in", broken=True)
+    step0 = rocqcot(
+        subprocess_env, "step", "0", "--input", str(source), "--output", str(tmp_path / "out")
+    )
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    with db.session_factory()() as session:
+        files = {f.path: f for f in session.execute(sa.select(SourceFile)).scalars()}
+        by_file = dict(
+            session.execute(
+                sa.select(SourceFile.path, sa.func.count(Theorem.id))
+                .outerjoin(Theorem, Theorem.file_id == SourceFile.id)
+                .group_by(SourceFile.path)
+            ).all()
+        )
+    eqtype = files["ssreflect/eqtype.v"]
+    assert eqtype.build_status == "failed" and eqtype.status == "failed"
+    assert "ssreflect/eqtype.v: line" in eqtype.build_error and "Syntax error" in eqtype.build_error
+    for dependent in ("ssreflect/ssrnat.v", "extra.v"):
+        assert files[dependent].build_status == "dependency-failed"
+        assert "eqtype" in files[dependent].build_error
+        assert by_file[dependent] == 0
+    assert files["ssreflect/ssrbool.v"].build_status == "built"
+    assert by_file["ssreflect/ssrbool.v"] > 0
+    assert "dependency-failed" in step0.stdout and "failed 1" in step0.stdout
