@@ -33,6 +33,7 @@ T = TypeVar("T")
 
 IDLE_POLL_SECONDS = 0.5
 RECONNECT_GIVE_UP_SECONDS = 120.0
+MAX_ERROR_CHARS = 4000
 
 
 @dataclass
@@ -198,7 +199,11 @@ def describe(error: BaseException) -> str:
     """A one-line reason for the `error` column, with where it was raised."""
     frames = traceback.extract_tb(error.__traceback__)
     where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
-    message = str(error).strip() or type(error).__name__
+    # A database error's text repeats the whole statement and its parameters: keep the cause.
+    cause = error.orig if isinstance(error, sa.exc.DBAPIError) and error.orig else error
+    message = str(cause).strip() or type(error).__name__
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + " [...]"
     return f"{type(error).__name__}: {message}{where}"
 
 

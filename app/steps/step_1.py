@@ -141,14 +141,22 @@ def _theorem(
 
 
 def load(session: Session, row_id: int) -> FileInput:
-    source = session.get(SourceFile, row_id)
-    library = session.get(Library, source.library_id)
-    kinds = tuple(library.settings.get("kinds") or DEFAULT_KINDS)
-    glob_kinds = {"prf"} | set(library.settings.get("glob_kinds") or ())
-    definitions = [d for d in source.glob.get("definitions", []) if d["kind"] in glob_kinds]
-    return FileInput(
-        row_id, source.cleaned_text, source.sentences, definitions, kinds, source.content_hash
-    )
+    """The file's text, sentences and definitions (not its many references)."""
+    text, sentences, definitions, content_hash, settings = session.execute(
+        sa.select(
+            SourceFile.cleaned_text,
+            SourceFile.sentences,
+            SourceFile.glob["definitions"],
+            SourceFile.content_hash,
+            Library.settings,
+        )
+        .join(Library, SourceFile.library_id == Library.id)
+        .where(SourceFile.id == row_id)
+    ).one()
+    kinds = tuple(settings.get("kinds") or DEFAULT_KINDS)
+    glob_kinds = {"prf"} | set(settings.get("glob_kinds") or ())
+    wanted = [d for d in definitions or [] if d["kind"] in glob_kinds]
+    return FileInput(row_id, text, sentences, wanted, kinds, content_hash)
 
 
 def run(item: FileInput) -> tuple[FileInput, Extraction]:
@@ -159,8 +167,7 @@ def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -
     """Upsert the file's theorems; a theorem whose text moved or changed is extracted anew
     and what was derived from it is dropped; theorems gone from the file are deleted."""
     item, extraction = result
-    for theorem in extraction.theorems:
-        upsert_theorem(session, item, theorem)
+    upsert_theorems(session, item, extraction.theorems)
     kept = [t.fqn for t in extraction.theorems]
     session.execute(
         sa.delete(Theorem).where(
@@ -175,8 +182,12 @@ def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -
     )
 
 
-def upsert_theorem(session: Session, item: FileInput, theorem: ExtractedTheorem) -> None:
-    values = vars(theorem) | {
+def upsert_theorems(session: Session, item: FileInput, theorems: list[ExtractedTheorem]) -> None:
+    """One statement for the file's theorems; those new or changed are returned, and the rows
+    derived from a changed theorem are dropped."""
+    if not theorems:
+        return
+    common = {
         "file_id": item.file_id,
         "source_hash": item.source_hash,
         "extractor_version": EXTRACTOR_VERSION,
@@ -185,18 +196,20 @@ def upsert_theorem(session: Session, item: FileInput, theorem: ExtractedTheorem)
         "attempts": 0,
         "error": None,
     }
-    statement = insert(Theorem).values(values)
+    rows = [vars(theorem) | common for theorem in theorems]
+    statement = insert(Theorem).values(rows)
     compared = ("statement", "proof", "line", "character", "file_id", "kind", "extractor_version")
     changed = sa.or_(*(Theorem.__table__.c[c] != statement.excluded[c] for c in compared))
-    changed_id = session.execute(
+    written = session.execute(
         statement.on_conflict_do_update(
             index_elements=["fqn"],
-            set_={key: statement.excluded[key] for key in values},
+            set_={key: statement.excluded[key] for key in rows[0]},
             where=changed,
-        ).returning(Theorem.id)
-    ).scalar()
-    if changed_id is not None:
-        clear_derived(session, changed_id, Stage.haves)
+        ).returning(Theorem.id, sa.text("xmax <> 0"))
+    ).all()
+    for theorem_id, was_update in written:
+        if was_update:
+            clear_derived(session, theorem_id, Stage.haves)
 
 
 SPEC = register(
