@@ -9,7 +9,6 @@ its files becomes a `source_files` row, ready for step 1 when it built.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import shutil
@@ -27,6 +26,7 @@ from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
 from app.rocq.build import BuildResult, BuildStatus, FileResult, build
 from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
+from app.serialize import plain
 from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def prepare_file(source: Path, target: Path) -> PreparedFile:
     return PreparedFile(
         path=target.as_posix(),
         cleaned_text=cleaned,
-        header_docs=[dataclasses.asdict(doc) | {"head": doc.head} for doc in docs],
+        header_docs=[plain(doc) | {"head": doc.head} for doc in docs],
         strip_error=error,
     )
 
@@ -159,8 +159,8 @@ def file_record(result: BuildResult, path: str, prepared: PreparedFile) -> dict[
         "build_seconds": outcome.seconds,
         "dependency_order": result.graph.order.index(path),
         "requires": sorted(result.graph.library(dep) for dep in result.graph.closure[path]),
-        "sentences": [dataclasses.asdict(s) for s in outcome.sentences],
-        "glob": dataclasses.asdict(outcome.glob) if outcome.glob else {},
+        "sentences": plain(outcome.sentences),
+        "glob": plain(outcome.glob) if outcome.glob else {},
         "header_docs": prepared.header_docs,
     }
 
