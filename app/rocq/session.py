@@ -1,0 +1,746 @@
+"""A long-lived coqidetop behind a small pytanque-shaped API: states, run, goals, queries.
+
+A `State` is a value: a file prefix (everything up to a sentence end) plus the texts run on top
+of it. The session keeps one coqidetop per file and one live branch of Rocq state ids; any state
+is reached from that branch by backtracking (`Edit_at`) and replaying only what is missing, so
+going from one theorem of a file to the next executes only the sentences in between.
+
+Facts about coqidetop 8.16 this relies on (see also `protocol.py`):
+- `Add` parses only the *first* sentence of its text and silently drops the rest, so texts are
+  split here (`split_sentences`) and added one sentence at a time.
+- `Add` only queues proof sentences; errors surface at the next `Goal`/`Status` as a failure
+  carrying the last good state id, and stay until an `Edit_at` before the failing sentence.
+- Error offsets are bytes, shifted by the offset given with `Add`.
+- SIGINT interrupts a running command: the pending call fails with "User interrupt.".
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+import re
+import select
+import signal
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from app.rocq.goals import Goals, Location, Message
+from app.rocq.positions import Position, SourceText
+from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, Protocol, protocol_for
+
+DEFAULT_TIMEOUT = 40.0
+INTERRUPT_GRACE = 5.0
+"""How long an interrupted command may take to stop before the process is killed."""
+
+_STATEMENT = re.compile(
+    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global|Program|Polymorphic|Monomorphic)\s+)*"
+    r"(?:Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Example|Definition|"
+    r"Fixpoint|Instance|Let)\s+([^\s(:{\[]+)"
+)
+_SCOPE = re.compile(r"(Module|Section)\s+(?:Type\s+|Import\s+|Export\s+)?([^\s.:(<]+)")
+_END = re.compile(r"End\s+([^\s.]+)")
+
+
+# --- Errors ----------------------------------------------------------------------------------
+
+
+class RocqSessionError(Exception):
+    """Anything that makes a session call fail; the session stays usable afterwards."""
+
+
+class RocqError(RocqSessionError):
+    """Rocq rejected the text: its message, and where in the text that was run."""
+
+    def __init__(self, message: str, location: Location | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+
+class RocqTimeout(RocqSessionError):
+    """A call ran past its timeout; the command was interrupted or the process restarted."""
+
+
+class RocqCrashed(RocqSessionError):
+    """coqidetop died (or its pipe closed) during a call; it has been restarted."""
+
+
+class _TimedOut(Exception):
+    """Internal: no answer before the deadline."""
+
+
+class _Dead(Exception):
+    """Internal: the process closed its output."""
+
+
+# --- Public values ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadPath:
+    """A `-R dir prefix` (recursive) or `-Q dir prefix` mapping of a physical directory."""
+
+    directory: str
+    prefix: str
+    recursive: bool = True
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The coqidetop arguments for this mapping."""
+        return ("-R" if self.recursive else "-Q", self.directory, self.prefix)
+
+
+@dataclass(frozen=True)
+class State:
+    """A point in a file's script: the file up to byte `offset`, then `steps` run on top.
+
+    States are plain values, equal when they denote the same script; a session can return to
+    any of them, even after its process was restarted.
+    """
+
+    file: str
+    offset: int
+    """Byte offset of the end of the last file sentence executed (0: none)."""
+    steps: tuple[str, ...] = ()
+    """The texts given to `run`, in order."""
+    messages: tuple[Message, ...] = field(default=(), compare=False)
+    """Rocq's feedback for the last step."""
+    goals: Goals | None = field(default=None, compare=False, repr=False)
+    """The goals, when the state was made by a session (executing it fetches them)."""
+
+    @property
+    def proof_finished(self) -> bool:
+        """Whether a proof is open with nothing left to prove."""
+        return self.goals is not None and self.goals.in_proof and self.goals.finished
+
+
+# --- Sentences -------------------------------------------------------------------------------
+
+_WORTH = re.compile(rb'\(\*|"|\.')
+_COMMENT_TOKEN = re.compile(rb'\(\*|\*\)|"')
+_SELECTOR_BRACE = re.compile(rb"(?:\d+|\[[^\]\s]+\])\s*:\s*\{")
+_BLANK = b" \t\r\n"
+_END_FOLLOW = (b"", b" ", b"\t", b"\r", b"\n")
+
+
+def split_sentences(data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges (first token, just after the terminator) of the sentences of a Rocq text.
+
+    A sentence ends at a `.` followed by a blank, or is a bullet (`-`, `++`, `*`), a brace, or a
+    goal selector with a brace (`2: {`). Comments and strings are skipped. Matches the ranges of
+    `coqc -time` on MathComp; a last unterminated sentence runs to the end of the text.
+    """
+    sentences, i, n = [], 0, len(data)
+    while (start := _skip_blank(data, i)) < n:
+        i = _sentence_end(data, start)
+        sentences.append((start, i))
+    return sentences
+
+
+def _skip_blank(data: bytes, i: int) -> int:
+    """The offset of the next token after blanks and comments."""
+    while i < len(data):
+        if data[i] in _BLANK:
+            i += 1
+        elif data.startswith(b"(*", i):
+            i = _skip_comment(data, i)
+        else:
+            break
+    return i
+
+
+def _skip_comment(data: bytes, i: int) -> int:
+    """The offset after the (nested) comment opening at i; strings inside are skipped too."""
+    depth, i = 1, i + 2
+    while depth and (m := _COMMENT_TOKEN.search(data, i)):
+        if m.group() == b'"':
+            i = _skip_string(data, m.start())
+            continue
+        depth += 1 if m.group() == b"(*" else -1
+        i = m.end()
+    return i if depth == 0 else len(data)
+
+
+def _skip_string(data: bytes, i: int) -> int:
+    """The offset after the string opening at i (`""` is an escaped quote)."""
+    while (j := data.find(b'"', i + 1)) >= 0:
+        if data[j + 1 : j + 2] != b'"':
+            return j + 1
+        i = j + 1
+    return len(data)
+
+
+def _sentence_end(data: bytes, start: int) -> int:
+    """The offset just after the sentence starting at `start`."""
+    first = data[start : start + 1]
+    if first in (b"-", b"+", b"*"):
+        i = start
+        while data[i : i + 1] == first:
+            i += 1
+        return i
+    if first in (b"{", b"}"):
+        return start + 1
+    if m := _SELECTOR_BRACE.match(data, start):
+        return m.end()
+    i = start
+    while m := _WORTH.search(data, i):
+        token, i = m.group(), m.start()
+        if token == b"(*":
+            i = _skip_comment(data, i)
+        elif token == b'"':
+            i = _skip_string(data, i)
+        elif data[i + 1 : i + 2] in _END_FOLLOW and data[i - 1 : i] != b".":
+            return i + 1
+        else:
+            i += 1
+    return len(data)
+
+
+# --- Process and reader ----------------------------------------------------------------------
+
+
+class _Reader:
+    """Incremental parse of coqidetop's output into top-level elements (`value`, `feedback`)."""
+
+    def __init__(self) -> None:
+        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._parser.feed(STREAM_PROLOGUE)
+        self._depth = 0
+        self._root: ET.Element | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Parse more output."""
+        self._parser.feed(data)
+
+    def elements(self) -> Iterator[ET.Element]:
+        """Complete top-level elements parsed so far; the rest stays queued for the next call."""
+        for event, element in self._parser.read_events():
+            if event == "start":
+                self._depth += 1
+                if self._root is None:
+                    self._root = element
+                continue
+            self._depth -= 1
+            if self._depth == 1:
+                self._root.clear()  # type: ignore[union-attr]  # parsed answers are not kept
+                yield element
+
+
+class _Coqidetop:
+    """One coqidetop process: send a call, read feedback until its value, interrupt, kill."""
+
+    def __init__(self, binary: str, args: Sequence[str], protocol: Protocol) -> None:
+        self.protocol = protocol
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in kill)
+        self._process = subprocess.Popen(
+            [binary, *protocol.launch_args, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            bufsize=0,
+            start_new_session=True,
+        )
+        self._fd = self._process.stdout.fileno()  # type: ignore[union-attr]
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._reader = _Reader()
+        self.pending = 0
+        """Calls sent and not answered yet."""
+
+    @property
+    def pid(self) -> int:
+        """The process id (tests kill it to simulate a crash)."""
+        return self._process.pid
+
+    def call(self, command: str, payload: bytes, timeout: float) -> Ok | Err:
+        """Send one call and wait for its value, collecting message feedback on the way."""
+        self.send(payload, 1)
+        return self.answer(command, time.monotonic() + timeout)
+
+    def send(self, payload: bytes, calls: int) -> None:
+        """Write `calls` calls at once; coqidetop answers them in order."""
+        try:
+            self._process.stdin.write(payload)  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError) as error:
+            raise _Dead(str(error)) from error
+        self.pending += calls
+
+    def answer(self, command: str, deadline: float) -> Ok | Err:
+        """Read until the next value, or raise `_TimedOut` at the deadline."""
+        messages: list[Feedback] = []
+        while True:
+            for element in self._reader.elements():
+                if element.tag == "value":
+                    self.pending -= 1
+                    return self.protocol.response(command, element, tuple(messages))
+                if element.tag == "feedback" and (fb := self.protocol.feedback(element)):
+                    messages.append(fb)
+            self._reader.feed(self._read(deadline))
+
+    def _read(self, deadline: float) -> bytes:
+        """The next chunk of output, waiting at most until the deadline."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not self._poll.poll(remaining * 1000):
+            raise _TimedOut
+        data = os.read(self._fd, 1 << 16)
+        if not data:
+            raise _Dead(self.stderr_tail())
+        return data
+
+    def interrupt(self) -> None:
+        """Ask the running command to stop (SIGINT, as CoqIDE does)."""
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+
+    def stderr_tail(self) -> str:
+        """The end of what coqidetop wrote on stderr, to explain a crash."""
+        self._stderr.seek(0, os.SEEK_END)
+        size = self._stderr.tell()
+        self._stderr.seek(max(0, size - 2000))
+        return self._stderr.read().decode("utf-8", "replace").strip()
+
+    def kill(self) -> None:
+        """Stop the process now and release its pipes."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.wait()
+        self._close_pipes()
+
+    def quit(self, protocol_call: bytes, timeout: float) -> None:
+        """Ask the process to exit, killing it if it does not."""
+        try:
+            self.call("Quit", protocol_call, timeout)
+            self._process.wait(timeout)
+        except (_TimedOut, _Dead, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self._process.stdin, self._process.stdout, self._stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(file: str | os.PathLike[str]) -> str:
+    """The absolute path of a file (cached: `at` is called once per sentence in replays)."""
+    return str(Path(file).resolve())
+
+
+@functools.lru_cache
+def _protocol_of(binary: str) -> Protocol:
+    """The protocol for the installed coqidetop, from its `-print-version`."""
+    out = subprocess.run([binary, "-print-version"], capture_output=True, text=True, check=True)
+    return protocol_for(out.stdout)
+
+
+# --- Files -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _File:
+    """A loaded source file and its sentences (byte ranges)."""
+
+    path: str
+    source: SourceText
+    sentences: tuple[tuple[int, int], ...]
+    ends: tuple[int, ...]
+
+    @classmethod
+    def read(cls, path: str) -> _File:
+        """Load a source file and split it into sentences."""
+        source = SourceText(Path(path).read_text(encoding="utf-8"))
+        sentences = tuple(split_sentences(source.data))
+        return cls(path, source, sentences, tuple(end for _, end in sentences))
+
+    def chunk(self, index: int) -> tuple[str, int]:
+        """Sentence `index` with the blanks and comments before it, and its byte offset."""
+        start = self.ends[index - 1] if index else 0
+        return self.source.byte_slice(start, self.ends[index]), start
+
+    def count_before(self, byte: int) -> int:
+        """How many sentences end at or before a byte offset."""
+        return bisect.bisect_right(self.ends, byte)
+
+    def statement(self, name: str) -> int:
+        """The index of the sentence stating theorem `name` (short or fully qualified)."""
+        parts = name.split(".")
+        found = [i for i, path in self._statements() if _names_match(path, parts)]
+        if not found:
+            raise LookupError(f"no statement of {name} in {self.path}")
+        return found[0]
+
+    def _statements(self) -> Iterator[tuple[int, list[str]]]:
+        """Index and module path (sections excluded, as in qualified names) of statements."""
+        scopes: list[tuple[str, bool]] = []
+        for index, (start, end) in enumerate(self.sentences):
+            text = self.source.byte_slice(start, end)
+            if m := _STATEMENT.match(text):
+                yield index, [name for name, module in scopes if module] + [m.group(1)]
+            elif (m := _SCOPE.match(text)) and ":=" not in text:
+                scopes.append((m.group(2), m.group(1) == "Module"))
+            elif (m := _END.match(text)) and scopes and scopes[-1][0] == m.group(1):
+                scopes.pop()
+
+
+def _names_match(path: list[str], parts: list[str]) -> bool:
+    """Whether a name given as `parts` (short, partly or fully qualified) denotes `path`."""
+    common = min(len(path), len(parts))
+    return path[-common:] == parts[-common:]
+
+
+def _chunks(source: SourceText, sentences: Sequence[tuple[int, int]]) -> Iterator[tuple[str, int]]:
+    """Each sentence with the blanks and comments before it, and the byte offset it starts at.
+
+    Sending the blanks too keeps Rocq's byte offsets relative to the whole text.
+    """
+    previous = 0
+    for _start, end in sentences:
+        yield source.byte_slice(previous, end), previous
+        previous = end
+
+
+# --- Session ---------------------------------------------------------------------------------
+
+
+class RocqSession:
+    """One coqidetop driven over XML, shaped like pytanque: `start`, `at`, `run`, `goals`.
+
+    Every call has a timeout; a timeout interrupts the command (or restarts the process) and a
+    crash restarts it, restoring the loaded file prefix, then raises so the caller can record
+    the failure and carry on.
+    """
+
+    def __init__(
+        self,
+        timeout: float = DEFAULT_TIMEOUT,
+        binary: str = "coqidetop.opt",
+        interrupt_grace: float = INTERRUPT_GRACE,
+    ) -> None:
+        self.timeout = timeout
+        self.interrupt_grace = interrupt_grace
+        self._binary = binary
+        self._load_paths: tuple[LoadPath, ...] = ()
+        self._extra_args: tuple[str, ...] = ()
+        self._file: _File | None = None
+        self._process: _Coqidetop | None = None
+        self._restarting = False
+        self._init_sid = 0
+        self._prefix: list[int] = []
+        """State id after each executed file sentence."""
+        self._steps: list[tuple[str, int]] = []
+        """Texts run on top of the prefix that are live in Rocq, with their last state id."""
+        self._route = 0
+
+    # Public API ----------------------------------------------------------------------------
+
+    def start(
+        self,
+        file: str | os.PathLike[str],
+        load_paths: Sequence[LoadPath | tuple[str, str]] = (),
+        extra_args: Sequence[str] = (),
+    ) -> State:
+        """Open a file with its load paths (`(dir, prefix)` pairs mean `-R`): its start state.
+
+        Names get the file's full logical path (`-topfile`), as when the library is compiled.
+        The process and its executed prefix are kept when the file and arguments are unchanged.
+        """
+        paths = tuple(p if isinstance(p, LoadPath) else LoadPath(*p) for p in load_paths)
+        loaded = _File.read(_resolve(file))
+        current = self._file
+        unchanged = (
+            self._process is not None
+            and current is not None
+            and (current.path, current.source.text) == (loaded.path, loaded.source.text)
+            and (paths, tuple(extra_args)) == (self._load_paths, self._extra_args)
+        )
+        if not unchanged:
+            self._load_paths, self._extra_args, self._file = paths, tuple(extra_args), loaded
+            self._restart(keep_prefix=False)
+        return State(loaded.path, 0)
+
+    def at(self, file: str | os.PathLike[str], position: Position) -> State:
+        """The state after every sentence of `file` that ends at or before `position`."""
+        loaded = self._open(file)
+        byte = loaded.source.char_to_byte(loaded.source.offset(position))
+        return self._prefix_state(loaded.count_before(byte))
+
+    def theorem_start(self, name: str, file: str | os.PathLike[str] | None = None) -> State:
+        """The state just after the statement of theorem `name`, its proof not yet begun.
+
+        `name` is short (`edivnP`) or qualified (`mathcomp.ssreflect.div.edivnP`); the file
+        is the current one unless given.
+        """
+        loaded = self._open(file if file is not None else self._current_file().path)
+        state = self._prefix_state(loaded.statement(name) + 1)
+        status = self._checked(self._call(*self._status_call())).value
+        if status.proof_name != name.split(".")[-1]:
+            raise LookupError(f"{name} does not open a proof (open: {status.proof_name})")
+        return state
+
+    def run(self, state: State, text: str) -> State:
+        """Run a text (one or more sentences) at a state: the new state, with its messages.
+
+        Raises `RocqError` (message, location in `text`) if Rocq rejects it; `state` stays valid.
+        """
+        self._goto(state)
+        source = SourceText(text)
+        if not split_sentences(source.data):
+            return state
+        sid, goals, messages = self._add_and_force(source)
+        self._steps.append((text, sid))
+        return State(state.file, state.offset, (*state.steps, text), messages, goals)
+
+    def goals(self, state: State) -> Goals:
+        """The goals of a state: fetched when the state was made, else by going to it."""
+        if state.goals is not None:
+            return state.goals
+        self._goto(state)
+        return self._checked(self._call(*self._goal_call())).value
+
+    def query(self, state: State, text: str) -> str:
+        """Run a query command (Locate, Check, About, Print, Search…) at a state: its output."""
+        self._goto(state)
+        self._route += 1
+        route = self._route
+        answer = self._call("Query", self._protocol.query(text, self._tip, route))
+        answer = self._checked(answer, SourceText(text))
+        return "\n".join(m.text for m in answer.messages if m.route == route).strip()
+
+    def close(self) -> None:
+        """Quit coqidetop."""
+        if self._process is not None:
+            self._process.quit(self._protocol.quit(), min(self.timeout, 5.0))
+            self._process = None
+
+    def __enter__(self) -> RocqSession:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the running coqidetop, if any."""
+        return self._process.pid if self._process else None
+
+    # Moving between states -----------------------------------------------------------------
+
+    @property
+    def _protocol(self) -> Protocol:
+        return _protocol_of(self._binary)
+
+    @property
+    def _prefix_tip(self) -> int:
+        """The state id after the executed file prefix."""
+        return self._prefix[-1] if self._prefix else self._init_sid
+
+    @property
+    def _tip(self) -> int:
+        """The state id at the end of the live branch."""
+        return self._steps[-1][1] if self._steps else self._prefix_tip
+
+    def _current_file(self) -> _File:
+        if self._file is None:
+            raise RuntimeError("no file opened: call start() first")
+        return self._file
+
+    def _open(self, file: str | os.PathLike[str]) -> _File:
+        """The loaded file, starting it (with the current load paths) if it is another one."""
+        if self._process is None or self._current_file().path != _resolve(file):
+            self.start(file, self._load_paths, self._extra_args)
+        return self._current_file()
+
+    def _goto(self, state: State) -> None:
+        """Make `state` the tip: backtrack to the longest live common part, replay the rest."""
+        loaded = self._open(state.file)
+        count = loaded.count_before(state.offset)
+        if count != len(self._prefix):
+            self._move_prefix(count)
+        common = 0
+        for (live, _sid), text in zip(self._steps, state.steps, strict=False):
+            if live != text:
+                break
+            common += 1
+        if common < len(self._steps):
+            self._edit_at(self._steps[common - 1][1] if common else self._prefix_tip)
+            del self._steps[common:]
+        for text in state.steps[common:]:
+            sid, _goals, _messages = self._add_and_force(SourceText(text))
+            self._steps.append((text, sid))
+
+    def _prefix_state(self, count: int) -> State:
+        """Execute exactly the first `count` file sentences and return that state."""
+        loaded = self._current_file()
+        goals = self._move_prefix(count, fetch_goals=True)
+        if goals is None:
+            goals = self._checked(self._call(*self._goal_call())).value
+        offset = loaded.ends[count - 1] if count else 0
+        return State(loaded.path, offset, goals=goals)
+
+    def _move_prefix(self, count: int, fetch_goals: bool = False) -> Goals | None:
+        """Backtrack or extend the executed file prefix to its first `count` sentences.
+
+        Each new sentence is sent with a Status (or a Goal, for the last one if `fetch_goals`)
+        that executes it before the next is added, so a slow file never makes one long call
+        and an error is charged to its sentence. Returns the goals fetched, if any.
+        """
+        if self._steps or count < len(self._prefix):
+            del self._prefix[count:]
+            self._steps.clear()
+            self._edit_at(self._prefix_tip)
+        loaded, goals = self._current_file(), None
+        while len(self._prefix) < count:
+            text, offset = loaded.chunk(len(self._prefix))
+            last = fetch_goals and len(self._prefix) + 1 == count
+            add = ("Add", self._protocol.add(text, self._prefix_tip, offset))
+            added, forced = self._calls(add, self._goal_call() if last else self._status_call())
+            failed = added if isinstance(added, Err) else forced
+            if isinstance(failed, Err):
+                self._edit_at(self._prefix_tip)
+                raise self._error(failed, loaded.source)
+            self._prefix.append(added.value.tip)
+            goals = forced.value if last else None
+        return goals
+
+    def _add_and_force(self, source: SourceText) -> tuple[int, Goals, tuple[Message, ...]]:
+        """Add every sentence of a text at the tip, then execute them and fetch the goals.
+
+        On failure, backtrack to the tip and raise `RocqError` located in the text.
+        """
+        base, sids, feedback = self._tip, [], []
+        chunks = list(_chunks(source, split_sentences(source.data)))
+        for index, (text, offset) in enumerate(chunks, 1):
+            add = ("Add", self._protocol.add(text, sids[-1] if sids else base, offset))
+            # The last Add goes with the Goal that executes everything (its answer is ignored
+            # if the Add fails to parse).
+            answers = (
+                self._calls(add, self._goal_call()) if index == len(chunks) else self._calls(add)
+            )
+            if isinstance(answers[0], Err):
+                self._edit_at(base)
+                raise self._error(answers[0], source)
+            sids.append(answers[0].value.tip)
+            feedback += answers[0].messages
+        answer = answers[-1]
+        if isinstance(answer, Err):
+            self._edit_at(base)
+            raise self._error(answer, source)
+        wanted = set(sids)
+        messages = tuple(
+            _message(m, source)
+            for m in (*feedback, *answer.messages)
+            if m.state_id in wanted and m.route == 0
+        )
+        return sids[-1], answer.value, messages
+
+    def _goal_call(self) -> tuple[str, bytes]:
+        """Goal: fetches the goals, executing what is pending first."""
+        return "Goal", self._protocol.goal()
+
+    def _status_call(self) -> tuple[str, bytes]:
+        """Status: the cheapest call that executes what is pending."""
+        return "Status", self._protocol.status()
+
+    def _edit_at(self, sid: int) -> None:
+        """Backtrack the live branch to `sid`."""
+        self._checked(self._call("Edit_at", self._protocol.edit_at(sid)))
+
+    # Calls, errors, recovery ---------------------------------------------------------------
+
+    def _call(self, command: str, payload: bytes) -> Ok | Err:
+        """One protocol call under the timeout."""
+        return self._calls((command, payload))[0]
+
+    def _calls(self, *calls: tuple[str, bytes]) -> list[Ok | Err]:
+        """Protocol calls sent in one write, answered in order, under one timeout.
+
+        One write per sentence (Add with the Goal or Status that executes it) saves a round
+        trip; a timeout or a crash recovers the session, then raises.
+        """
+        process = self._process
+        if process is None:
+            raise RuntimeError("no file opened: call start() first")
+        names = "+".join(command for command, _ in calls)
+        try:
+            process.send(b"".join(payload for _, payload in calls), len(calls))
+            deadline = time.monotonic() + self.timeout
+            return [process.answer(command, deadline) for command, _ in calls]
+        except _TimedOut:
+            self._after_timeout(process)
+            raise RocqTimeout(f"{names} took more than {self.timeout:g} s") from None
+        except _Dead as error:
+            self._after_crash(process)
+            raise RocqCrashed(f"coqidetop died during {names}: {error}") from None
+
+    def _after_timeout(self, process: _Coqidetop) -> None:
+        """Interrupt the command and backtrack to the tip; restart if it does not stop."""
+        if self._restarting:
+            process.kill()
+            return
+        process.interrupt()
+        try:
+            deadline = time.monotonic() + self.interrupt_grace
+            while process.pending:
+                process.answer("Edit_at", deadline)  # answers are dropped: any normaliser fits
+            edit = self._protocol.edit_at(self._tip)
+            back = process.call("Edit_at", edit, self.interrupt_grace)
+        except (_TimedOut, _Dead):
+            back = None
+        if not isinstance(back, Ok):
+            self._restart(keep_prefix=True)
+
+    def _after_crash(self, process: _Coqidetop) -> None:
+        """Restart a dead process, unless it died while being restarted."""
+        if self._restarting:
+            process.kill()
+        else:
+            self._restart(keep_prefix=True)
+
+    def _restart(self, keep_prefix: bool) -> None:
+        """A fresh coqidetop for the current file; re-executes the prefix if asked to."""
+        count = len(self._prefix) if keep_prefix else 0
+        if self._process is not None:
+            self._process.kill()
+        loaded = self._current_file()
+        args = [a for p in self._load_paths for a in p.args]
+        args += [*self._extra_args, "-topfile", loaded.path]
+        self._process = _Coqidetop(self._binary, args, self._protocol)
+        self._prefix, self._steps = [], []
+        self._restarting = True
+        try:
+            self._init_sid = self._checked(self._call("Init", self._protocol.init())).value
+            self._move_prefix(count)
+        finally:
+            self._restarting = False
+
+    def _checked(self, answer: Ok | Err, source: SourceText | None = None) -> Ok:
+        """The answer if it succeeded, else the `RocqError` it carries."""
+        if isinstance(answer, Err):
+            raise self._error(answer, source)
+        return answer
+
+    @staticmethod
+    def _error(answer: Err, source: SourceText | None) -> RocqError:
+        """A `RocqError` located in `source` (bytes and characters)."""
+        return RocqError(answer.message, _location(answer.span, source))
+
+
+def _location(span: tuple[int, int] | None, source: SourceText | None) -> Location | None:
+    """Rocq's byte span as a location in both bytes and characters of the text."""
+    if span is None or source is None or span == (0, 0):
+        return None
+    start, end = (min(max(b, 0), len(source.data)) for b in span)
+    return Location(start, end, source.byte_to_char(start), source.byte_to_char(end))
+
+
+def _message(feedback: Feedback, source: SourceText) -> Message:
+    """A public message from a feedback, located in the text that was run."""
+    return Message(feedback.level, feedback.text.strip(), _location(feedback.span, source))

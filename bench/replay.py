@@ -1,0 +1,104 @@
+"""Replay MathComp files sentence by sentence with goals after each, against `coqc`.
+
+Run: `python bench/replay.py [FILE.v ...]` (default: ssreflect/div.v and ssreflect/seq.v of the
+installed MathComp). Each file is compiled by `coqc` with the same load path (output to a
+temporary directory), then replayed in a `RocqSession`, fetching the goals after every
+sentence. Wall time is what the pipeline pays; CPU time (coqc, or coqidetop plus this process)
+is printed too because it stays steady on a busy machine; `--repeat N` keeps the best of N
+runs. The last line is `RESULT replay_over_coqc=<total replay wall time / total coqc wall time>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from app.rocq.positions import SourceText
+from app.rocq.session import RocqSession, split_sentences
+
+MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
+DEFAULT_FILES = (MATHCOMP / "ssreflect" / "div.v", MATHCOMP / "ssreflect" / "seq.v")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, order=True)
+class Timing:
+    """Wall and CPU seconds of one run (CPU: this process and its waited-for children)."""
+
+    wall: float
+    cpu: float
+
+
+def _cpu() -> float:
+    """CPU seconds used so far by this process and its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def measure(action: Callable[[], T]) -> tuple[Timing, T]:
+    """Time an action; its result."""
+    wall, cpu = time.perf_counter(), _cpu()
+    result = action()
+    return Timing(time.perf_counter() - wall, _cpu() - cpu), result
+
+
+def compile_with_coqc(file: Path, load_path: tuple[str, str], out_dir: Path) -> None:
+    """Compile `file` with `coqc` (its .vo goes to `out_dir`)."""
+    target = out_dir / f"{file.stem}.vo"
+    command = ["coqc", "-R", *load_path, "-o", str(target), str(file)]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def replay(file: Path, load_path: tuple[str, str]) -> tuple[int, int]:
+    """Replay every sentence with the goals after each: sentence and goal counts."""
+    source = SourceText(file.read_text(encoding="utf-8"))
+    ends = [end for _, end in split_sentences(source.data)]
+    goals = 0
+    with RocqSession() as session:
+        session.start(file, [load_path])
+        for end in ends:
+            state = session.at(file, source.byte_position(end))
+            goals += len(session.goals(state).foreground)
+    return len(ends), goals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, default=list(DEFAULT_FILES))
+    parser.add_argument("--library", default=str(MATHCOMP), help="directory mapped to --prefix")
+    parser.add_argument("--prefix", default="mathcomp")
+    parser.add_argument("--repeat", type=int, default=1, help="keep the best of N runs of each")
+    args = parser.parse_args()
+    load_path = (args.library, args.prefix)
+    totals = {"coqc": Timing(0, 0), "replay": Timing(0, 0)}
+    with tempfile.TemporaryDirectory() as out_dir:
+        for file in args.files:
+            coqc = min(
+                measure(lambda f=file: compile_with_coqc(f, load_path, Path(out_dir)))[0]
+                for _ in range(args.repeat)
+            )
+            runs = [measure(lambda f=file: replay(f, load_path)) for _ in range(args.repeat)]
+            ours, counts = min(t for t, _ in runs), runs[0][1]
+            for key, timing in (("coqc", coqc), ("replay", ours)):
+                totals[key] = Timing(totals[key].wall + timing.wall, totals[key].cpu + timing.cpu)
+            print(
+                f"{file.name}: {counts[0]} sentences, {counts[1]} goals shown; "
+                f"coqc {coqc.wall:.2f} s (cpu {coqc.cpu:.2f}), "
+                f"replay {ours.wall:.2f} s (cpu {ours.cpu:.2f}), ratio {ours.wall / coqc.wall:.2f}"
+            )
+    coqc, ours = totals["coqc"], totals["replay"]
+    print(f"total: coqc {coqc.wall:.2f} s, replay {ours.wall:.2f} s")
+    print(f"cpu: coqc {coqc.cpu:.2f} s, replay {ours.cpu:.2f} s, ratio {ours.cpu / coqc.cpu:.3f}")
+    print(f"RESULT replay_over_coqc={ours.wall / coqc.wall:.3f}")
+
+
+if __name__ == "__main__":
+    main()
