@@ -9,6 +9,7 @@ the row. The worker machinery in `workers/` is shared by every stage.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +33,7 @@ class StageSpec:
     """Rows done with this stage are ready; None: only rows created pending in `stage`."""
     load: Callable[[Session, int], Any]
     """Reads the input of a claimed row as plain data."""
-    run: Callable[[Any], Any]
+    run: Callable[..., Any]
     """The stage's work: plain data in, plain data out; raising marks the row failed."""
     store: Callable[[Session, int, Any], None]
     """Writes the result (upserts: writing twice gives the same rows)."""
@@ -46,6 +47,13 @@ class StageSpec:
     """How long a claim holds without renewal; the worker renews it every third of that."""
     max_attempts: int = 3
     """Failures (or expired leases) after which a row stays failed."""
+    resources: Callable[[], AbstractContextManager[Any]] | None = None
+    """A per-worker resource (e.g. a Rocq session kept across rows of the same file), entered
+    once per worker thread; when set, `run` is called as `run(item, resource)`."""
+
+    def call(self, item: Any, resource: Any) -> Any:
+        """Run the stage function, handing it the worker's resource if the stage has one."""
+        return self.run(item) if self.resources is None else self.run(item, resource)
 
 
 _REGISTRY: dict[Stage, StageSpec] = {}

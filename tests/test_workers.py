@@ -128,8 +128,12 @@ def test_expired_lease_makes_a_row_claimable_and_lost_lease_cannot_finish(migrat
 
 def test_rows_of_a_dead_local_worker_are_released_at_once(migrated: str) -> None:
     add_probes(3)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     import socket
 
     with db.session_factory().begin() as session:
@@ -139,3 +143,27 @@ def test_rows_of_a_dead_local_worker_are_released_at_once(migrated: str) -> None
     assert stats.done == 3
     assert time.monotonic() - started < 10
     assert all(row.writes == 1 for row in probe_rows())
+
+
+def test_a_stage_resource_is_opened_once_per_worker_and_handed_to_each_row(migrated: str) -> None:
+    import contextlib
+    import dataclasses
+
+    opened: list[str] = []
+    seen: list[tuple[int, str]] = []
+
+    @contextlib.contextmanager
+    def session():
+        opened.append("open")
+        yield "the session"
+        opened.append("closed")
+
+    def run(item: probe.ProbeInput, resource: str) -> dict:
+        seen.append((item.id, resource))
+        return {}
+
+    add_probes(5)
+    spec = dataclasses.replace(probe.SPEC, run=run, resources=session)
+    assert Worker(spec).run().done == 5
+    assert opened == ["open", "closed"]
+    assert [resource for _, resource in seen] == ["the session"] * 5

@@ -9,6 +9,7 @@ worker takes them). Killing a worker at any instant loses nothing: its rows' lea
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -125,7 +126,8 @@ class Worker:
 
     def run(self) -> WorkerStats:
         """The loop: claim a batch, process each row, until nothing is ready."""
-        with LeaseKeeper(self.spec, self.name) as keeper:
+        resources = self.spec.resources() if self.spec.resources else contextlib.nullcontext()
+        with LeaseKeeper(self.spec, self.name) as keeper, resources as resource:
             while not self._stopping.is_set():
                 ids = with_reconnect(self._claim, "claim")
                 if not ids:
@@ -135,7 +137,7 @@ class Worker:
                     continue
                 keeper.held = [row_id for row_id, _ in ids]
                 for row_id, item in ids:
-                    self._process(row_id, item)
+                    self._process(row_id, item, resource)
                     keeper.held.remove(row_id)
         return self.stats
 
@@ -159,10 +161,10 @@ class Worker:
                 queue.release(session, self.spec, dead)
             return bool(holders)
 
-    def _process(self, row_id: int, item: Any) -> None:
+    def _process(self, row_id: int, item: Any, resource: Any) -> None:
         extra = {"stage": self.spec.stage.value, "row": row_id, "worker": self.name}
         try:
-            result = self.spec.run(item)
+            result = self.spec.call(item, resource)
         except Exception as error:  # the stage's own failure: record it, carry on
             log.warning("failed: %s", error, extra=extra)
             self._settle(row_id, error=describe(error))
