@@ -133,10 +133,25 @@ def export_command(
 
 
 @app.command()
-def run() -> None:
-    """The main job: start the database, migrate, run every built step, show the status."""
+def run(
+    full: Annotated[
+        bool, typer.Option(help="the whole library instead of MathComp's ssreflect part")
+    ] = False,
+    jobs: Annotated[int | None, typer.Option(help="parallel coqc processes [cores]")] = None,
+) -> None:
+    """The main job: every built step in order on the embedded database, then the status."""
+    from app.config import DEFAULT_LIBRARY
+    from app.steps import step_0, step_1
+
     db.ensure_schema()
     typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
+    if full:
+        source, name, prefix = DEFAULT_LIBRARY, "mathcomp", "mathcomp"
+    else:
+        source, name = DEFAULT_LIBRARY / "ssreflect", "mathcomp-ssreflect"
+        prefix = "mathcomp.ssreflect"
+    step_0.command(input=source, output=None, name=name, prefix=prefix, jobs=jobs)
+    step_1.command(kinds=None, glob_kinds=None)
     status(as_json=False)
 
 
