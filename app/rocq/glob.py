@@ -6,11 +6,12 @@ qualified name, so later steps never have to guess names from the source with re
 The format (Coq 8.16, `interp/dumpglob.ml`), one record a line, offsets are UTF-8 BYTE offsets
 into the source, both ends inclusive:
 
-    DIGEST <md5 of the .v, or NO>
+    DIGEST <md5 of the .v>
     F<library>                                   e.g. Fmathcomp.ssreflect.div
     <kind> <start>:<end> <path> <name>           a definition, e.g. prf 2344:2349 <> edivnP
     R<start>:<end> <library> <path> <name> <kind>  a reference
 
+The digest is `NO` when coqc was given an explicit `-dump-glob FILE` (as the build does).
 `<>` stands for an empty path or name. For a definition, `<path>` is the module path inside the
 library (sections excluded), except for `var` (section variables) and `sec` (sections), whose
 path includes the enclosing sections. `mod`/`modtype` definitions have path `<>` and the whole
@@ -18,17 +19,29 @@ module path as name. `binder` lines define local binders named `<ident>:<counter
 uses are `var` references to the same name. Notations (`not`) are named by an encoded key,
 see `decode_notation`. In every case `<library>.<path>.<name>` (empty parts dropped) is the
 fully qualified name, and a reference and its definition share it.
+
+One Coq 8.16 bug is undone here: a reference to an object of the same library that sits in a
+module other than the current one (or an ancestor) gets its module path cut to the current
+module path (`remove_sections` in dumpglob.ml), e.g. `Equality.class` used after `End Equality`
+is written `<> class`. `parse_glob` restores the path from the file's own definitions when
+exactly one definition fits (same name, defined earlier, in a submodule of the written path,
+and, when the source is given, ending with the qualified name as written at the reference).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.rocq.positions import Position, SourceText
 
 EMPTY = "<>"
+# Kinds outside the module-path truncation bug: never restored, never used to restore.
+_NOT_MODULE_MEMBERS = frozenset({"var", "binder", "sec", "not", "lib", "mod", "modtype"})
 
 
 class GlobFormatError(ValueError):
@@ -118,12 +131,13 @@ class Glob:
     definitions: tuple[Definition, ...]
     """Definitions in file order."""
     references: tuple[Reference, ...]
-    """References in file order, exact duplicates (Coq repeats some) removed."""
+    """References in file order, exact duplicates (Coq repeats some) removed, module paths
+    restored where Coq truncated them (see the module docstring)."""
 
 
 def fully_qualified(library: str, path: str, name: str) -> str:
     """Join the non-empty parts of a glob name, as Rocq prints qualified names."""
-    return ".".join(part for part in (library, path, name) if part)
+    return ".".join([part for part in (library, path, name) if part])
 
 
 @functools.cache
@@ -212,7 +226,50 @@ def parse_glob(text: str, source: SourceText | None = None) -> Glob:
                 definitions.append(_definition(line, library, source))
         except (ValueError, IndexError) as error:
             raise GlobFormatError(f"glob line {number}: {line!r}: {error}") from error
-    return Glob(library, digest, tuple(definitions), tuple(references.values()))
+    restored = _restore_paths(library, definitions, references.values(), source)
+    return Glob(library, digest, tuple(definitions), restored)
+
+
+def _restore_paths(
+    library: str,
+    definitions: list[Definition],
+    references: Iterable[Reference],
+    source: SourceText | None,
+) -> tuple[Reference, ...]:
+    """Undo Coq's truncation of same-library module paths where only one definition fits."""
+    known = {definition.fqn for definition in definitions}
+    by_name: dict[str, list[Definition]] = defaultdict(list)
+    for definition in definitions:
+        if definition.kind not in _NOT_MODULE_MEMBERS:
+            by_name[definition.name].append(definition)
+    return tuple(
+        _restored(reference, by_name[reference.name], source)
+        if reference.library == library
+        and reference.kind not in _NOT_MODULE_MEMBERS
+        and reference.fqn not in known
+        and reference.name in by_name
+        else reference
+        for reference in references
+    )
+
+
+def _restored(
+    reference: Reference, namesakes: list[Definition], source: SourceText | None
+) -> Reference:
+    """The reference with the one fitting definition's path, or unchanged when none or many."""
+    prefix = reference.path + "." if reference.path else ""
+    fits = {
+        d.fqn: d
+        for d in namesakes
+        if d.byte_start < reference.byte_start and d.path.startswith(prefix) and d.path
+    }
+    if source is not None:
+        written = "." + source.byte_slice(reference.byte_start, reference.byte_end)
+        fits = {fqn: d for fqn, d in fits.items() if ("." + fqn).endswith(written)}
+    if len(fits) != 1:
+        return reference
+    (definition,) = fits.values()
+    return dataclasses.replace(reference, path=definition.path, fqn=definition.fqn)
 
 
 def _digest(line: str) -> str | None:
