@@ -150,7 +150,7 @@ def run(
     else:
         source, name = DEFAULT_LIBRARY / "ssreflect", "mathcomp-ssreflect"
         prefix = "mathcomp.ssreflect"
-    step_0.command(input=source, output=None, name=name, prefix=prefix, jobs=jobs)
+    step_0.command(source=source, output=None, name=name, prefix=prefix, jobs=jobs)
     step_1.command(kinds=None, glob_kinds=None)
     status(as_json=False)
 

@@ -146,9 +146,7 @@ def run(item: LibraryInput) -> BuiltLibrary:
 
 def file_record(result: BuildResult, path: str, prepared: PreparedFile) -> dict[str, Any]:
     """The `source_files` columns of one built file."""
-    outcome: FileResult = result.files.get(path) or FileResult(
-        path, result.graph.library(path), BuildStatus.DEPENDENCY_FAILED, ""
-    )
+    outcome = result.files[path]
     return {
         "path": path,
         "logical_path": outcome.library,
@@ -277,7 +275,9 @@ def register_library(
 
 
 def command(
-    input: Annotated[Path, typer.Option(help="the library's source tree")] = config.DEFAULT_LIBRARY,
+    source: Annotated[
+        Path, typer.Option("--input", help="the library's source tree")
+    ] = config.DEFAULT_LIBRARY,
     output: Annotated[
         Path | None, typer.Option(help="where the copy goes [export/output/steps/step_0/NAME]")
     ] = None,
@@ -292,14 +292,14 @@ def command(
     from app.errors import RocqcotError
     from workers.runner import run_workers
 
-    input = input.resolve()
-    if not input.is_dir():
-        raise RocqcotError(f"--input {input} is not a folder")
-    name = name or input.name
+    source = source.resolve()
+    if not source.is_dir():
+        raise RocqcotError(f"--input {source} is not a folder")
+    name = name or source.name
     output = (output or Path("export/output/steps/step_0") / name).resolve()
     ensure_schema()
     with session_factory().begin() as session:
-        queued = register_library(session, input, output, name, prefix or input.name, jobs)
+        queued = register_library(session, source, output, name, prefix or source.name, jobs)
     stats = run_workers([SPEC])
     with session_factory()() as session:
         summary = file_summary(session, name)
