@@ -5,7 +5,7 @@ record every file) then `rocqcot step 1` (extract every theorem), on a fresh emb
 database. Plain: the same stripped files built with `coq_makefile` and `make -jN`. Target on
 the full Debian MathComp: ratio <= 1.15.
 
-    python bench/build_extract.py [--input DIR] [--jobs N]
+    python -m bench.build_extract [--input DIR] [--jobs N]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ of plain `coqc -R . <prefix> file.v` rules (the order coqdep gives) and the othe
 `build()`, and prints wall-clock and child CPU seconds of each. The machine may be shared:
 CPU seconds show whether a difference in wall time is the build's own overhead.
 
-    python bench/compile.py --jobs 2 [--source DIR] [--prefix mathcomp] [--workdir DIR]
+    python -m bench.compile --jobs 2 [--source DIR] [--prefix mathcomp] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ import argparse
 import resource
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.rocq.build import build, default_jobs, dependencies, source_files
 

@@ -1,6 +1,6 @@
 """Replay MathComp files sentence by sentence with goals after each, against `coqc`.
 
-Run: `python bench/replay.py [FILE.v ...]` (default: ssreflect/div.v and ssreflect/seq.v of the
+Run: `python -m bench.replay [FILE.v ...]` (default: ssreflect/div.v and ssreflect/seq.v of the
 installed MathComp). Each file is compiled by `coqc` with the same load path (output to a
 temporary directory), then replayed in a `RocqSession`, fetching the goals after every
 sentence. Wall time is what the pipeline pays; CPU time (coqc, or coqidetop plus this process)

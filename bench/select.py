@@ -1,6 +1,6 @@
 """Step 3's selection on the full MathComp: time, peak memory and diversity, in one run.
 
-    python bench/select.py [--database-url URL] [--k-have 500] [--k-wo-have 500] [--seed S]
+    python -m bench.select [--database-url URL] [--k-have 500] [--k-wo-have 500] [--seed S]
 
 The timed part is exactly step 3's `run` (pools, tokenizing, BM25 indexes, greedy max-min for
 both pools) on plain data; the database's load and store are not timed. Its data:
@@ -25,31 +25,25 @@ selection of the same size from the same pools. Target: <= 30 s and <= 2 GB.
 
 from __future__ import annotations
 
-import sys
+import argparse
+import bisect
+import os
+import random
+import re
+import resource
+import statistics
+import time
+import tracemalloc
 from pathlib import Path
 
-# This file's name shadows the standard `select` module (which `subprocess` imports): replace
-# the bench folder on the path by the project before anything imports it.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+import numpy as np
 
-import argparse  # noqa: E402
-import bisect  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from app.db.engine import session_factory  # noqa: E402
-from app.rocq.glob import read_glob  # noqa: E402
-from app.rocq.lexer import comments, strip_comments  # noqa: E402
-from app.rocq.positions import SourceText  # noqa: E402
-from app.selection import Similarity, bm25, tokenize  # noqa: E402
-from app.steps import step_3  # noqa: E402
+from app.db.engine import session_factory
+from app.rocq.glob import read_glob
+from app.rocq.lexer import comments, strip_comments
+from app.rocq.positions import SourceText
+from app.selection import Similarity, bm25, tokenize
+from app.steps import step_3
 
 MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")

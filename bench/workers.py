@@ -5,7 +5,7 @@ separate processes (`python -m workers --stage probe`). Rows per second are meas
 the first to the last finished row, so process start-up is not counted. Targets on a 2-core
 machine: ratio >= 1.6, and >= 300 rows/s with 2 workers.
 
-    python bench/workers.py [--rows 5000] [--batch N]
+    python -m bench.workers [--rows 5000] [--batch N]
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from app.db import engine as db
+from app.db.models import Probe
+from app.steps import probe
 
-from app.db import engine as db  # noqa: E402
-from app.db.models import Probe  # noqa: E402
-from app.steps import probe  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fresh_database(server, name: str) -> str:
