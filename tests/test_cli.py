@@ -11,10 +11,11 @@ import sqlalchemy as sa
 
 from app.db import engine as db
 from app.db.enums import Stage, Status
-from app.db.models import Cot, Example, Have, Library, ProofStep, SourceFile, Theorem
+from app.db.models import Cot, Example, Have, ProofStep, Theorem
 from app.db.reprocess import reprocess
 from app.errors import RocqcotError, UnknownTheorem
 from app.steps import probe
+from tests.rows import add_file
 
 
 def rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -81,30 +82,10 @@ def test_unbuilt_step_says_which_issue_builds_it(database_url: str, subprocess_e
 
 def _theorem_with_derived_rows() -> int:
     with db.session_factory().begin() as session:
-        library = Library(
-            name="lib",
-            input_path="/in",
-            output_path="/out",
-            logical_prefix="lib",
-            stage=Stage.build,
-            status=Status.done,
-        )
-        session.add(library)
-        session.flush()
-        source = SourceFile(
-            library_id=library.id,
-            path="a.v",
-            logical_path="lib.a",
-            content_hash="h",
-            cleaned_text="",
-            stage=Stage.extract,
-            status=Status.done,
-        )
-        session.add(source)
-        session.flush()
+        file_id = add_file(session)
         theorem = Theorem(
             fqn="lib.a.foo",
-            file_id=source.id,
+            file_id=file_id,
             kind="Lemma",
             statement="Lemma foo : True.",
             proof="Proof. by []. Qed.",
@@ -119,7 +100,7 @@ def _theorem_with_derived_rows() -> int:
         session.add(
             Theorem(
                 fqn="lib.a.foo_have_0",
-                file_id=source.id,
+                file_id=file_id,
                 parent_id=theorem.id,
                 kind="Lemma",
                 statement="s",

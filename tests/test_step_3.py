@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from rank_bm25 import BM25Okapi
-from sqlalchemy.orm import Session
 
 from app.db import engine as db
 from app.db.enums import Stage, Status
-from app.db.models import Have, Job, Library, SourceFile, Theorem
+from app.db.models import Have, Job, Theorem
 from app.errors import RocqcotError
 from app.selection import Similarity, bm25, diverse_selection, first_pick, tokenize
 from app.steps import step_3
+from tests.rows import add_file
 
 WORDS = ["x", "n", "m", "addn", "mul_n", "GRing.add", "0", "1", "<=", "%|", "*:", "=", "->"]
 
@@ -121,32 +121,6 @@ def test_similarity_is_symmetric_and_one_on_the_diagonal() -> None:
 
 
 # The step, against PostgreSQL
-
-
-def add_file(session: Session) -> int:
-    """A built library with one extracted file; returns the file's id."""
-    library = Library(
-        name="lib",
-        input_path="/in",
-        output_path="/out",
-        logical_prefix="lib",
-        stage=Stage.build,
-        status=Status.done,
-    )
-    session.add(library)
-    session.flush()
-    source = SourceFile(
-        library_id=library.id,
-        path="a.v",
-        logical_path="lib.a",
-        content_hash="h",
-        cleaned_text="",
-        stage=Stage.extract,
-        status=Status.done,
-    )
-    session.add(source)
-    session.flush()
-    return source.id
 
 
 def add_theorems(statements: list[str], with_have: set[int]) -> list[int]:
