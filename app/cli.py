@@ -65,20 +65,24 @@ def db_downgrade(revision: str = typer.Argument(..., help="a revision, or 'base'
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Rows per table, stage and status (the `stage_status` view)."""
+    """Rows per table, stage and status (the `stage_status` view); LLM tokens and cost."""
+    from app.llm import usage
+
     db.ensure_schema()
     with db.session_factory()() as session:
         rows = queue.status_counts(session)
+        spent = usage(session)
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
     if not rows:
         typer.echo("no rows yet")
-        return
-    typer.echo(f"{'table':<16} {'stage':<11} {'status':<8} {'rows':>8}")
+    else:
+        typer.echo(f"{'table':<16} {'stage':<11} {'status':<8} {'rows':>8}")
     for row in rows:
         table, stage, state, count = row["table_name"], row["stage"], row["status"], row["rows"]
         typer.echo(f"{table:<16} {stage:<11} {state:<8} {count:>8}")
+    typer.echo(spent.line())
 
 
 @app.command()

@@ -1,0 +1,658 @@
+"""The LLM client of the pipeline: configuration, pacing, retries, a Postgres cache, checking.
+
+Any OpenAI-compatible endpoint works (OpenAI, OpenRouter, vLLM, llama.cpp, Ollama): the
+`openai` package posts the step's `request_config` as it is, so provider-specific options pass
+through untouched. Every answer is cached in `llm_calls` under a hash of (model, messages,
+parameters) before it is used, so a rerun, or a reprocess after a crash, sends nothing that
+was already answered. At most `max_workers` requests are in flight, request starts are spread
+by `mean_delay` (jittered), 429/5xx/timeouts/connection errors are retried with exponential
+backoff and jitter, honouring `Retry-After`, and `ask` re-asks (a bounded number of times) when
+an answer fails the caller's check. The API key is read from `OPENAI_API_KEY` when the client
+is built and handed to `openai` only: it is never stored, printed or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import email.utils
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+import yaml
+from sqlalchemy.orm import Session
+
+from app.db import engine as db
+from app.db.enums import Stage, Status
+from app.db.models import LlmCall
+from app.errors import RocqcotError
+from app.stages import StageSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PROMPTS = Path(__file__).resolve().parent / "prompts"
+ENV_BASE_URL = "ROCQCOT_LLM_BASE_URL"
+ENV_MODEL = "ROCQCOT_LLM_MODEL"
+ENV_KEY = "OPENAI_API_KEY"
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+MAX_EXCERPT_CHARS = 1500
+
+
+class LlmError(RocqcotError):
+    """A request that could not be answered usefully; the row fails with this reason."""
+
+
+class LlmConfigError(LlmError):
+    """A configuration the user must fix (unknown key, no model for an endpoint)."""
+
+
+class LlmUnavailable(LlmError):
+    """The endpoint kept failing (or refused the request) after the allowed retries."""
+
+
+class BudgetReached(LlmError):
+    """The recorded cost reached `--budget-usd`: no new request is sent."""
+
+
+class BadAnswer(Exception):
+    """Raised by an answer check: the reason is told to the model when it is asked again."""
+
+
+class InvalidAnswer(LlmError):
+    """Answers still failed their check after the allowed re-asks."""
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """Where and how a step asks: from its YAML file, the environment and flags."""
+
+    base_url: str | None = None
+    """The endpoint; None means the step's offline writer."""
+    model: str | None = None
+    request_config: dict[str, Any] = field(default_factory=dict)
+    """Sent as is with each request (temperature, max_tokens, response_format, ...)."""
+    timeout_seconds: float = 600.0
+    max_retries: int = 5
+    """Retries of one request on 429, 5xx, timeouts and connection errors."""
+    backoff_seconds: float = 1.0
+    """The first backoff; it doubles at each retry (with jitter)."""
+    max_backoff_seconds: float = 120.0
+    """No wait is longer, not even one asked by `Retry-After`."""
+    max_reasks: int = 2
+    """How often an answer that fails its check is asked again."""
+    max_workers: int = 8
+    """Requests in flight at most (and worker threads of the step)."""
+    mean_delay: float = 0.0
+    """Mean seconds between request starts (jittered), to stay under rate limits."""
+    budget_usd: float | None = None
+    """No new request once the cost recorded in `llm_calls` reaches this."""
+    prompt_usd_per_million: float = 0.0
+    completion_usd_per_million: float = 0.0
+    """Prices for the cost, unless the endpoint reports it (`usage.cost`, as OpenRouter)."""
+
+    @property
+    def online(self) -> bool:
+        return self.base_url is not None
+
+    @property
+    def writer(self) -> str:
+        """The name recorded with what this configuration writes."""
+        return f"llm:{self.model}" if self.online else "offline"
+
+
+def load_settings(
+    step: int, config: Path | None = None, offline: bool = False, **flags: Any
+) -> LlmSettings:
+    """A step's settings: its YAML file (`config`, else `app/prompts/step_N.yaml`), then
+    `ROCQCOT_LLM_BASE_URL`/`ROCQCOT_LLM_MODEL`, then the flags that are not None."""
+    path = config or PROMPTS / f"step_{step}.yaml"
+    values = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for f in dataclasses.fields(LlmSettings)}
+    if unknown := sorted(set(values) - known):
+        raise LlmConfigError(f"{path}: unknown keys {', '.join(unknown)}; known: {sorted(known)}")
+    env = {"base_url": os.environ.get(ENV_BASE_URL), "model": os.environ.get(ENV_MODEL)}
+    for source in (env, flags):
+        values |= {key: value for key, value in source.items() if value not in (None, "")}
+    if offline:
+        values["base_url"] = None
+    values["request_config"] = dict(values.get("request_config") or {})
+    if reserved := sorted({"model", "messages"} & set(values["request_config"])):
+        raise LlmConfigError(f"{path}: put {', '.join(reserved)} outside request_config")
+    settings = LlmSettings(**values)
+    if settings.online and not settings.model:
+        raise LlmConfigError(
+            f"an endpoint is set ({settings.base_url}) but no model: "
+            f"use --model, {ENV_MODEL} or `model:` in {path}"
+        )
+    return settings
+
+
+@functools.cache
+def prompt(name: str) -> str:
+    """The text of `app/prompts/<name>.md` (a system prompt)."""
+    return (PROMPTS / f"{name}.md").read_text().strip()
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answered request, from the endpoint or from the cache."""
+
+    text: str
+    request_hash: str
+    cached: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+def request_hash(model: str, messages: list[dict[str, str]], params: Mapping[str, Any]) -> str:
+    """The cache key: the same model, messages and parameters give the same answer."""
+    canonical = json.dumps(
+        {"model": model, "messages": messages, "params": params},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def answer_from_response(
+    response: Mapping[str, Any], key: str, cached: bool, cost: float
+) -> Answer:
+    """The assistant's text and usage from a chat completion as JSON."""
+    choices = response.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    usage = response.get("usage") or {}
+    return Answer(
+        text=message.get("content") or "",
+        request_hash=key,
+        cached=cached,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cost_usd=cost,
+    )
+
+
+def cost_of(response: Mapping[str, Any], settings: LlmSettings) -> float:
+    """What a call cost: as the endpoint reports it, else from the configured prices."""
+    usage = response.get("usage") or {}
+    reported = usage.get("cost")
+    if isinstance(reported, int | float) and math.isfinite(reported):
+        return float(reported)
+    prompt_tokens = usage.get("prompt_tokens") or 0
+    completion_tokens = usage.get("completion_tokens") or 0
+    return (
+        prompt_tokens * settings.prompt_usd_per_million
+        + completion_tokens * settings.completion_usd_per_million
+    ) / 1e6
+
+
+class CallCache:
+    """The `llm_calls` table: answers by request hash, their tokens and what they cost.
+
+    It is on the path of every request, from many worker threads at once, so it runs two
+    plain statements on a few autocommit psycopg connections of its own (taken from the
+    engine and detached, shared by every thread): one round trip each, none of the pool's
+    checkout, BEGIN and ROLLBACK, and no burst of new server processes when fifty threads ask
+    together (measured with `bench/llm.py`: a few connections beat one per thread).
+    """
+
+    GET = "SELECT response, cost_usd FROM llm_calls WHERE request_hash = %s"
+    """A cached answer and its cost."""
+    PUT = (
+        "INSERT INTO llm_calls (request_hash, model, request, response, prompt_tokens,"
+        " completion_tokens, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (request_hash) DO NOTHING"
+    )
+    """Record an answer; a concurrent twin of the same request keeps the first."""
+    SPENT = "SELECT coalesce(sum(cost_usd), 0) FROM llm_calls"
+    """The cost of every recorded call (all steps, all machines sharing the database)."""
+
+    def __init__(self, connections: int = 4) -> None:
+        self._idle: list[Any] = []
+        self._lock = threading.Lock()
+        self._permits = threading.BoundedSemaphore(connections)
+        """At most this many connections (a statement holds one for a fraction of a
+        millisecond; every connection is a server process)."""
+
+    def get(self, key: str) -> tuple[dict[str, Any], float] | None:
+        """The cached response and its cost, if this request was answered before."""
+        row = self._run(self.GET, (key,))
+        return (row[0], float(row[1])) if row else None
+
+    def put(
+        self,
+        key: str,
+        model: str,
+        request: dict[str, Any],
+        response: dict[str, Any],
+        answer: Answer,
+    ) -> None:
+        """Record an answer with its tokens and cost."""
+        from psycopg.types.json import Jsonb
+
+        tokens = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
+        self._run(self.PUT, (key, model, Jsonb(request), Jsonb(response), *tokens))
+
+    def spent(self) -> float:
+        """The cost of every recorded call."""
+        row = self._run(self.SPENT, ())
+        return float(row[0]) if row else 0.0
+
+    def _run(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One statement; a connection found dead (server restarted) is replaced once."""
+        import psycopg
+
+        with self._permits:
+            for retry in (False, True):
+                connection = self._take()
+                try:
+                    cursor = connection.execute(sql, params)
+                    row = cursor.fetchone() if cursor.description else None
+                except psycopg.OperationalError:
+                    connection.close()
+                    if retry:
+                        raise
+                    continue
+                with self._lock:
+                    self._idle.append(connection)
+                return row
+        return None
+
+    def _take(self) -> Any:
+        with self._lock:
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.closed:
+                    return connection
+        pooled = db.engine().raw_connection()
+        connection = pooled.driver_connection
+        pooled.detach()
+        connection.rollback()  # the pool may have begun a transaction on checkout
+        connection.autocommit = True
+        return connection
+
+    def close(self) -> None:
+        """Close the cache's connections (they are also closed when the process ends)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
+class Pacer:
+    """Spreads request starts: consecutive starts are a random gap apart, of mean
+    `mean_delay`, so a burst of workers does not hit a rate limit at once; `hold` pauses
+    every start (after a 429 with `Retry-After`)."""
+
+    def __init__(self, mean_delay: float, rng: random.Random | None = None) -> None:
+        self.mean_delay = mean_delay
+        self._rng = rng or random.Random()
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Sleep until this request's start slot."""
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            if self.mean_delay > 0:
+                self._next = start + self._rng.uniform(0, 2 * self.mean_delay)
+        if start > now:
+            time.sleep(start - now)
+
+    def hold(self, seconds: float) -> None:
+        """No request starts in the next `seconds`."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked to wait (`retry-after-ms`, `Retry-After` as seconds or as an
+    HTTP date), or None."""
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / scale)
+        except ValueError:
+            pass
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            continue
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+def backoff(attempt: int, settings: LlmSettings, rng: random.Random) -> float:
+    """Exponential backoff with jitter: half to all of base * 2^attempt, capped."""
+    ceiling = min(settings.max_backoff_seconds, settings.backoff_seconds * 2**attempt)
+    return rng.uniform(0.5, 1.0) * ceiling
+
+
+_KEYISH = re.compile(r"\b(sk|key|Bearer)[-_ ]?[A-Za-z0-9*._-]{8,}")
+
+
+def redact(text: str) -> str:
+    """An error message safe to store and log: the key, and anything shaped like a key,
+    removed (some endpoints echo a part of a wrong key back)."""
+    key = os.environ.get(ENV_KEY)
+    if key:
+        text = text.replace(key, "[key]")
+    return _KEYISH.sub("[key]", text)
+
+
+class LlmClient:
+    """Asks one endpoint, through the cache, within the concurrency, pacing and budget."""
+
+    def __init__(self, settings: LlmSettings, cache: CallCache | None = None) -> None:
+        import openai  # the client is only needed when an endpoint is configured
+
+        self.settings = settings
+        self.cache = cache or CallCache()
+        self._openai = openai.OpenAI(
+            base_url=settings.base_url,
+            api_key=os.environ.get(ENV_KEY) or "unused",  # local servers need none
+            max_retries=0,  # retries are ours: Retry-After, jitter, a shared pacer
+            timeout=settings.timeout_seconds,
+        )
+        self._slots = threading.BoundedSemaphore(settings.max_workers)
+        self._pacer = Pacer(settings.mean_delay)
+        self._rng = random.Random()
+        self._sent = 0
+        self._count_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Release the cache's database connections (the client can still be used)."""
+        self.cache.close()
+
+    @property
+    def sent(self) -> int:
+        """Requests this client sent to the endpoint (retries included), for summaries."""
+        return self._sent
+
+    def complete(self, messages: list[dict[str, str]]) -> Answer:
+        """The answer to `messages`: cached if ever answered, else asked and recorded."""
+        model, params = self.settings.model or "", self.settings.request_config
+        key = request_hash(model, messages, params)
+        if (hit := self.cache.get(key)) is not None:
+            response, cost = hit
+            return answer_from_response(response, key, cached=True, cost=cost)
+        self._check_budget()
+        started = time.monotonic()
+        response = self._send({"model": model, "messages": messages, **params}, key)
+        answer = answer_from_response(response, key, False, cost_of(response, self.settings))
+        request = {"messages": messages, "params": params}
+        self.cache.put(key, model, request, response, answer)
+        log.info(
+            "llm call answered",
+            extra={
+                "model": model,
+                "request_hash": key,
+                "seconds": round(time.monotonic() - started, 3),
+                "prompt_tokens": answer.prompt_tokens,
+                "completion_tokens": answer.completion_tokens,
+                "cost_usd": answer.cost_usd,
+            },
+        )
+        return answer
+
+    def ask(self, messages: list[dict[str, str]], parse: Callable[[str], T]) -> T:
+        """The parsed answer; an answer that `parse` rejects (`BadAnswer`) is asked again,
+        with the reason, up to `max_reasks` times, then the call fails keeping the answer."""
+        conversation = list(messages)
+        for _ in range(self.settings.max_reasks + 1):
+            answer = self.complete(conversation)
+            try:
+                return parse(answer.text)
+            except BadAnswer as bad:
+                reason = str(bad)
+            log.info(
+                "llm answer rejected",
+                extra={"request_hash": answer.request_hash, "reason": reason[:300]},
+            )
+            conversation += [
+                {"role": "assistant", "content": answer.text},
+                {"role": "user", "content": reask(reason)},
+            ]
+        excerpt = answer.text[:MAX_EXCERPT_CHARS]
+        raise InvalidAnswer(
+            f"answer rejected {self.settings.max_reasks + 1} times, last because {reason}; "
+            f"the answer is kept in llm_calls (request_hash {answer.request_hash}): {excerpt}"
+        )
+
+    def _check_budget(self) -> None:
+        budget = self.settings.budget_usd
+        if budget is not None and (spent := self.cache.spent()) >= budget:
+            raise BudgetReached(f"budget reached: ${spent:.4f} spent of --budget-usd {budget}")
+
+    def _send(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """One request, retried on transient failures; raises `LlmUnavailable` at the end."""
+        import openai
+
+        attempt = 0
+        while True:
+            self._pacer.wait()
+            with self._count_lock:
+                self._sent += 1
+            try:
+                with self._slots:
+                    response = self._openai.post("/chat/completions", body=body, cast_to=object)
+                if not isinstance(response, dict):
+                    raise LlmUnavailable(f"the endpoint answered {type(response).__name__}")
+                return response
+            except openai.APIStatusError as error:
+                status, wait = error.status_code, retry_after(error.response.headers)
+                retryable = status in RETRYABLE_STATUS or status >= 500
+                reason = f"HTTP {status}: {redact(error.message)}"
+            except openai.APIConnectionError as error:  # timeouts included
+                retryable, wait = True, None
+                reason = f"{type(error).__name__}: {redact(str(error))}"
+            if not retryable or attempt >= self.settings.max_retries:
+                tries = f"after {attempt + 1} attempts" if retryable else "(not retryable)"
+                raise LlmUnavailable(f"{self.settings.base_url} failed {tries}: {reason}")
+            self._pause(attempt, wait, reason, key)
+            attempt += 1
+
+    def _pause(self, attempt: int, asked: float | None, reason: str, key: str) -> None:
+        """Back off before the next attempt; a `Retry-After` pauses every request start."""
+        delay = backoff(attempt, self.settings, self._rng)
+        if asked is not None:
+            delay = max(delay, asked)
+        delay = min(delay, self.settings.max_backoff_seconds)
+        if asked is not None:
+            self._pacer.hold(delay)
+        log.warning(
+            "llm request failed (%s); retry %d in %.2fs",
+            reason,
+            attempt + 1,
+            delay,
+            extra={"request_hash": key, "attempt": attempt + 1},
+        )
+        time.sleep(delay)
+
+
+def reask(reason: str) -> str:
+    """What the model is told when its answer failed the check."""
+    return (
+        f"Your answer cannot be used: {reason}\n"
+        "Write the whole answer again, in the required format, fixing this."
+    )
+
+
+def require_sections(text: str, headings: tuple[str, ...]) -> dict[str, str]:
+    """The Markdown sections `## <heading>` of an answer, which must all be there, in order,
+    non-empty, with nothing but blank lines before the first."""
+    pattern = "".join(
+        rf"^##\s*{re.escape(h)}\s*:?\s*$(?P<s{i}>.*?)" for i, h in enumerate(headings)
+    )
+    match = re.fullmatch(r"\s*" + pattern, text.strip() + "\n", re.DOTALL | re.MULTILINE)
+    if match is None:
+        wanted = ", ".join(f"`## {h}`" for h in headings)
+        raise BadAnswer(f"it must consist of exactly the sections {wanted}, in this order")
+    sections = {h: match.group(f"s{i}").strip() for i, h in enumerate(headings)}
+    if empty := [h for h, body in sections.items() if not body]:
+        raise BadAnswer(f"the section `## {empty[0]}` is empty")
+    return sections
+
+
+@dataclass(frozen=True)
+class LlmUsage:
+    """What the LLM calls recorded so far cost, for `rocqcot status`."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+    def line(self) -> str:
+        if not self.calls:
+            return "llm: no calls yet"
+        return (
+            f"llm: {self.calls:,} calls, {self.prompt_tokens:,} prompt + "
+            f"{self.completion_tokens:,} completion tokens, ${self.cost_usd:.4f}"
+        )
+
+
+def usage(session: Session) -> LlmUsage:
+    """Calls, tokens and cost recorded in `llm_calls`."""
+    row = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(LlmCall.prompt_tokens), 0),
+            sa.func.coalesce(sa.func.sum(LlmCall.completion_tokens), 0),
+            sa.func.coalesce(sa.func.sum(LlmCall.cost_usd), 0.0),
+        )
+    ).one()
+    return LlmUsage(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
+def retry_budget_failures(session: Session, table: sa.Table, stage: Stage) -> int:
+    """Make rows that failed only because the budget was reached ready again (a new run may
+    have a larger budget); returns how many."""
+    result = session.execute(
+        sa.update(table)
+        .where(
+            table.c.stage == stage,
+            table.c.status == Status.failed,
+            table.c.error.like(f"{BudgetReached.__name__}:%"),
+        )
+        .values(status=Status.pending, attempts=0, error=None)
+    )
+    return result.rowcount
+
+
+# Command-line options shared by the LLM steps (flags win over the environment and the file).
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="a YAML file shaped like app/prompts/step_N.yaml"),
+]
+BaseUrlOption = Annotated[
+    str | None, typer.Option("--base-url", help=f"an OpenAI-compatible endpoint [{ENV_BASE_URL}]")
+]
+ModelOption = Annotated[str | None, typer.Option("--model", help=f"the model [{ENV_MODEL}]")]
+OfflineOption = Annotated[
+    bool, typer.Option("--offline", help="the offline writer, even with an endpoint set")
+]
+MaxWorkersOption = Annotated[
+    int | None, typer.Option("--max-workers", min=1, help="requests in flight at most [8]")
+]
+MeanDelayOption = Annotated[
+    float | None,
+    typer.Option("--mean-delay", min=0.0, help="mean seconds between request starts [0]"),
+]
+BudgetOption = Annotated[
+    float | None,
+    typer.Option("--budget-usd", min=0.0, help="no new request once llm_calls cost this much"),
+]
+
+
+@dataclass(frozen=True)
+class StepFlags:
+    """The flags of an LLM step's command, None where not given."""
+
+    config: Path | None = None
+    offline: bool = False
+    base_url: str | None = None
+    model: str | None = None
+    max_workers: int | None = None
+    mean_delay: float | None = None
+    budget_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one run of an LLM step did, for its summary line."""
+
+    writer: str
+    done: int
+    failed: int
+    sent: int
+    usage: LlmUsage
+
+    def line(self, step: int, written: str) -> str:
+        return (
+            f"step {step}: {self.done} {written} ({self.writer}), {self.failed} failed; "
+            f"{self.sent} requests sent; {self.usage.line()}"
+        )
+
+
+def run_llm_step(
+    step: int,
+    spec: StageSpec,
+    writer_for: Callable[[LlmSettings], Callable[..., Any]],
+    flags: StepFlags,
+    offline_batch: int,
+) -> StepReport:
+    """Run an LLM step's stage until no row is ready, every worker thread sharing one writer
+    (so one client: one concurrency limit, one pacer); rows stopped by an earlier budget are
+    tried again."""
+    from app.db.engine import ensure_schema, session_factory
+    from workers.runner import run_workers
+
+    settings = load_settings(
+        step,
+        flags.config,
+        flags.offline,
+        base_url=flags.base_url,
+        model=flags.model,
+        max_workers=flags.max_workers,
+        mean_delay=flags.mean_delay,
+        budget_usd=flags.budget_usd,
+    )
+    ensure_schema()
+    with session_factory().begin() as session:
+        retry_budget_failures(session, spec.model.__table__, spec.stage)
+    write = writer_for(settings)
+    batch = 1 if settings.online else offline_batch
+    shared = dataclasses.replace(
+        spec, resources=lambda: contextlib.nullcontext(write), batch_size=batch
+    )
+    stats = run_workers([shared], concurrency=settings.max_workers)
+    client = getattr(write, "client", None)
+    if isinstance(client, LlmClient):
+        client.close()
+    with session_factory()() as session:
+        spent = usage(session)
+    sent = client.sent if isinstance(client, LlmClient) else 0
+    return StepReport(settings.writer, stats.done, stats.failed, sent, spent)

@@ -1,0 +1,192 @@
+"""Step 6: write the docstrings that the dependencies searched by the CoTs lack.
+
+A dictionary entry (`library_objects`, created by step 4 at stage `evaluate`, done) is ready
+when it has no docstring and some CoT's search targets it: retrieval (steps 7 to 9) embeds
+docstrings, so a target without one could never be found. The LLM answers a JSON object
+`{"docstring": …}` (the request's `response_format` carries the schema): plain language, no
+symbols, never the object's name, self-contained. Invalid JSON, or a docstring that names the
+object, is asked again, then the entry fails with the answer kept in `llm_calls`. Offline, the
+docstring is built from the statement. Either way it is stored with its source (`llm` or
+`offline`) and `force_result` set, so step 9 treats these entries like the original's did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import typer
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from app import llm
+from app.cot import normalized, offline_docstring
+from app.db.enums import Stage
+from app.db.models import Cot, LibraryObject
+from app.stages import StageSpec, register
+
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ObjectInput:
+    """A dictionary entry as step 6 reads it."""
+
+    id: int
+    fqn: str
+    name: str
+    kind: str
+    type: str | None
+    fullname: str | None
+    """The sentence that defines it."""
+
+
+@dataclass(frozen=True)
+class DocstringResult:
+    docstring: str
+    source: str
+    """`llm` or `offline`."""
+
+
+Writer = Callable[[ObjectInput], DocstringResult]
+
+
+def searched_targets() -> sa.Select:
+    """The fqns that some CoT's search blocks target."""
+    block = sa.func.jsonb_array_elements(Cot.blocks).table_valued(sa.column("value", JSONB))
+    return sa.select(block.c.value["target"].astext).select_from(Cot).join(block, sa.true())
+
+
+def needs_docstring() -> sa.ColumnElement[bool]:
+    """Entries without a docstring that a CoT searches for."""
+    return sa.and_(
+        sa.func.coalesce(LibraryObject.docstring, "") == "",
+        LibraryObject.fqn.in_(searched_targets()),
+    )
+
+
+def load(session: Session, row_id: int) -> ObjectInput:
+    row = session.execute(
+        sa.select(
+            LibraryObject.fqn,
+            LibraryObject.name,
+            LibraryObject.kind,
+            LibraryObject.type,
+            LibraryObject.fullname,
+        ).where(LibraryObject.id == row_id)
+    ).one()
+    return ObjectInput(row_id, *row)
+
+
+def run(item: ObjectInput, write: Writer) -> DocstringResult:
+    """Write the entry's docstring with the worker's writer."""
+    return write(item)
+
+
+def store(session: Session, row_id: int, result: DocstringResult) -> None:
+    """The docstring, its source, and the mark that step 9 forces the entry's result."""
+    session.execute(
+        sa.update(LibraryObject)
+        .where(LibraryObject.id == row_id)
+        .values(docstring=result.docstring, docstring_source=result.source, force_result=True)
+    )
+
+
+def docstring_messages(item: ObjectInput) -> list[dict[str, str]]:
+    """The request for one entry's docstring."""
+    lines = [f"Kind: {item.kind}", f"Name: {item.name}", f"Type: {item.type or '(unknown)'}"]
+    if item.fullname:
+        lines.append(f"Defined by:\n```coq\n{item.fullname.strip()}\n```")
+    return [
+        {"role": "system", "content": llm.prompt("docstring")},
+        {"role": "user", "content": "\n".join(lines)},
+    ]
+
+
+def parse_docstring(text: str, name: str) -> str:
+    """The docstring of a JSON answer `{"docstring": …}` (a Markdown fence around it is
+    tolerated); a `BadAnswer` when the JSON or the docstring is not usable."""
+    body = text.strip()
+    if fenced := _FENCED.fullmatch(body):
+        body = fenced.group(1)
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as error:
+        where = f"{error.msg} at character {error.pos}"
+        raise llm.BadAnswer(f"it is not valid JSON ({where})") from None
+    if not isinstance(data, dict) or set(data) != {"docstring"}:
+        raise llm.BadAnswer('it must be a JSON object with the one key "docstring"')
+    if not isinstance(data["docstring"], str) or not data["docstring"].strip():
+        raise llm.BadAnswer('"docstring" must be a non-empty string')
+    docstring = normalized(data["docstring"])
+    if len(name) > 2 and re.search(rf"(?<![\w']){re.escape(name)}(?![\w'])", docstring):
+        raise llm.BadAnswer(f"the docstring names the object ({name}): describe it instead")
+    return docstring
+
+
+def offline_writer(item: ObjectInput) -> DocstringResult:
+    """A docstring from the statement (or the defining sentence), without the name."""
+    statement = item.type or item.fullname or item.name
+    return DocstringResult(offline_docstring(item.kind, item.name, statement), "offline")
+
+
+@dataclass(frozen=True)
+class LlmDocWriter:
+    """Asks the LLM for a docstring, checking the JSON and the text."""
+
+    client: llm.LlmClient
+
+    def __call__(self, item: ObjectInput) -> DocstringResult:
+        parse = functools.partial(parse_docstring, name=item.name)
+        return DocstringResult(self.client.ask(docstring_messages(item), parse), "llm")
+
+
+def writer_for(settings: llm.LlmSettings) -> Writer:
+    """The LLM writer when an endpoint is configured, else the offline one."""
+    return LlmDocWriter(llm.LlmClient(settings)) if settings.online else offline_writer
+
+
+@functools.cache
+def _default_writer() -> Writer:
+    """For `rocqcot worker --stage docstring`: the file's and the environment's settings."""
+    return writer_for(llm.load_settings(6))
+
+
+SPEC = register(
+    StageSpec(
+        stage=Stage.docstring,
+        model=LibraryObject,
+        input_stage=Stage.evaluate,
+        load=load,
+        run=run,
+        store=store,
+        ready_filter=needs_docstring,
+        resources=lambda: contextlib.nullcontext(_default_writer()),
+    )
+)
+
+
+def command(
+    max_workers: llm.MaxWorkersOption = None,
+    mean_delay: llm.MeanDelayOption = None,
+    budget_usd: llm.BudgetOption = None,
+    config: llm.ConfigOption = None,
+    base_url: llm.BaseUrlOption = None,
+    model: llm.ModelOption = None,
+    offline: llm.OfflineOption = False,
+) -> None:
+    """Write the missing docstrings of the dependencies the CoTs search for."""
+    flags = llm.StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
+    report = llm.run_llm_step(6, SPEC, writer_for, flags, offline_batch=32)
+    typer.echo(report.line(6, "docstrings written"))
+
+
+if __name__ == "__main__":
+    from app.cli import run_step
+
+    run_step(command)
