@@ -44,8 +44,8 @@ def engine() -> Engine:
     """
     eng = sa.create_engine(
         database_url(),
-        pool_size=10,
-        max_overflow=20,
+        pool_size=16,  # kept open: LLM stages run dozens of worker threads
+        max_overflow=32,
         connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
     )
     try:
