@@ -7,8 +7,15 @@ from app.db.models import Base
 target_metadata = Base.metadata
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    """Leave out the HNSW indexes that retrieval creates per embedding model at run time."""
+    return not (type_ == "index" and name and name.startswith("ix_emb_hnsw_"))
+
+
 def run_migrations(connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(
+        connection=connection, target_metadata=target_metadata, include_object=include_object
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -1,0 +1,271 @@
+"""The retrieval engine on a small library in the real PostgreSQL with pgvector, embedded with
+the bundled all-MiniLM-L6-v2 (loaded once per test run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.db import engine as db
+from app.db.enums import Stage, Status
+from app.db.models import Library, LibraryObject, ObjectEmbedding, SourceFile, Theorem
+from app.dictionary import ORDER_STRIDE
+from app.retrieval import (
+    Embedder,
+    EmbeddingSettings,
+    Retriever,
+    VectorSpace,
+    availability,
+    embedder,
+    entry_text,
+)
+
+# (file, byte offset, short name, docstring); file `b` holds the theorem at byte 5000.
+OBJECTS = [
+    ("a", 100, "addnC", "Addition of natural numbers is commutative."),
+    ("a", 200, "addnA", "Addition of natural numbers is associative."),
+    ("a", 300, "muln0", "Multiplying a natural number by zero gives zero."),
+    ("a", 400, "leq_trans", "The order on natural numbers is transitive."),
+    ("a", 500, "subnn", "A natural number minus itself is zero."),
+    ("a", 600, "ltnS", "m is less than n plus one if and only if m is at most n."),
+    ("a", 700, "odd_double", "The double of a natural number is never odd."),
+    ("a", 800, "size_cat", "The size of the concatenation of two sequences is the sum of sizes."),
+    ("a", 900, "rev_rev", "Reversing a sequence twice gives the sequence back."),
+    ("a", 1000, "mem_cat", "An element is in a concatenation iff it is in one of the two parts."),
+    ("a", 1100, "nth_default", "Reading a sequence past its end gives the default value."),
+    ("a", 1200, "no_doc", None),
+    ("b", 100, "dvdn_add", "If d divides m and n then d divides their sum m + n."),
+    ("b", 300, "dvdn_mull", "If d divides n then d divides any multiple of n."),
+    ("b", 1000, "modn_small", "A natural number smaller than d is its own remainder modulo d."),
+    ("b", 5006, "dvdn_trans", "Divisibility of natural numbers is transitive."),
+    ("b", 6000, "gcdnC", "The greatest common divisor of two numbers is commutative."),
+    ("b", 7000, "coprime_sym", "Being coprime is a symmetric relation on natural numbers."),
+    ("c", 100, "prime_gt1", "A prime number is greater than one."),
+    ("c", 200, "even_prime", "Two is the only even prime number."),
+    ("c", 300, "pdiv_dvd", "The smallest prime divisor of a number divides it."),
+]
+FILES = {"a": (0, []), "b": (1, ["lib.a"]), "c": (2, ["lib.a"])}
+"""File → (dependency order, transitive requirements): `c` is not required by `b`."""
+THEOREM = "lib.b.dvdn_trans"
+THEOREM_BYTE = 5000
+AVAILABLE = {"addnC", "addnA", "muln0", "leq_trans", "subnn", "ltnS", "odd_double"}
+AVAILABLE |= {"size_cat", "rev_rev", "mem_cat", "nth_default", "dvdn_add", "dvdn_mull"}
+AVAILABLE |= {"modn_small"}
+"""What a proof of the theorem may use (and is embedded: `no_doc` has no docstring)."""
+
+
+@dataclass(frozen=True)
+class SmallLibrary:
+    files: dict[str, int]
+    """File name → id."""
+    theorem_id: int
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Embedder:
+    """The default model, loaded once for the whole test run."""
+    return embedder(EmbeddingSettings())
+
+
+def add_object(session: Session, file_id: int, order: int, byte: int, name: str, doc: str | None):
+    """A dictionary entry of file `file_id` (dependency order `order`) at byte `byte`."""
+    logical = session.get(SourceFile, file_id).logical_path
+    row = LibraryObject(
+        file_id=file_id,
+        fqn=f"{logical}.{name}",
+        kind="thm",
+        name=name,
+        fullname=f"Lemma {name} : statement of {name}.",
+        library_order=order * ORDER_STRIDE + byte,
+        docstring=doc,
+        docstring_source="header" if doc else None,
+        stage=Stage.evaluate,
+        status=Status.done,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def build_library(session: Session) -> SmallLibrary:
+    """Three files, the dictionary above and the theorem `lib.b.dvdn_trans`."""
+    library = Library(
+        name="lib", input_path="/in", output_path="/out", logical_prefix="lib",
+        stage=Stage.build, status=Status.done,
+    )  # fmt: skip
+    session.add(library)
+    session.flush()
+    files = {}
+    for name, (order, requires) in FILES.items():
+        source = SourceFile(
+            library_id=library.id, path=f"{name}.v", logical_path=f"lib.{name}",
+            content_hash=name, cleaned_text="", dependency_order=order, requires=requires,
+            stage=Stage.extract, status=Status.done,
+        )  # fmt: skip
+        session.add(source)
+        session.flush()
+        files[name] = source.id
+    for file, byte, name, doc in OBJECTS:
+        add_object(session, files[file], FILES[file][0], byte, name, doc)
+    theorem = Theorem(
+        fqn=THEOREM, file_id=files["b"], kind="Lemma", byte_start=THEOREM_BYTE, line=40,
+        statement="Lemma dvdn_trans d m n : d %| m -> m %| n -> d %| n.",
+        proof="Proof. by move=> /dvdnP[k ->]; apply: dvdn_mull. Qed.",
+        stage=Stage.extract, status=Status.done,
+    )  # fmt: skip
+    session.add(theorem)
+    session.flush()
+    return SmallLibrary(files, theorem.id)
+
+
+@pytest.fixture
+def small_library(migrated: str) -> SmallLibrary:
+    with db.session_factory().begin() as session:
+        return build_library(session)
+
+
+@pytest.fixture
+def retriever(small_library: SmallLibrary, minilm: Embedder) -> Retriever:
+    found = Retriever(minilm, db.engine())
+    found.sync()
+    return found
+
+
+def _names(hits) -> list[str]:
+    return [hit.entry.name for hit in hits]
+
+
+def _availability(theorem_id: int):
+    with db.session_factory()() as session:
+        return availability(session, theorem_id)
+
+
+def test_every_available_object_and_nothing_else_comes_back(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    theorem = _availability(small_library.theorem_id)
+    queries = [doc for *_, doc in OBJECTS if doc] + ["prime numbers", "greatest common divisor"]
+    for query in queries:
+        hits = retriever.search(query, 50, theorem)
+        assert set(_names(hits)) == AVAILABLE, query
+        scores = [hit.score for hit in hits]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_an_object_inserted_after_the_theorem_never_comes_back(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    doc = "Divisibility is preserved by the least common multiple of two numbers."
+    with db.session_factory().begin() as session:
+        add_object(session, small_library.files["b"], 1, THEOREM_BYTE + 1, "later_lemma", doc)
+        add_object(session, small_library.files["b"], 1, THEOREM_BYTE - 1, "earlier_lemma", doc)
+        add_object(session, small_library.files["c"], 2, 50, "unrequired_lemma", doc)
+    assert retriever.sync().embedded == 3
+    theorem = _availability(small_library.theorem_id)
+    for top_k in (1, 3, 50):
+        names = _names(retriever.search(doc, top_k, theorem))
+        assert names[0] == "earlier_lemma"
+        assert "later_lemma" not in names and "unrequired_lemma" not in names
+
+
+def test_a_have_sub_theorem_sees_what_its_theorem_sees(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    with db.session_factory().begin() as session:
+        have = Theorem(
+            fqn=f"{THEOREM}_have_1", file_id=small_library.files["b"], kind="Lemma",
+            parent_id=small_library.theorem_id, byte_start=THEOREM_BYTE + 200,
+            statement="d %| n", proof="", stage=Stage.extract, status=Status.done,
+        )  # fmt: skip
+        session.add(have)
+        session.flush()
+        have_id = have.id
+    assert _availability(have_id) == _availability(small_library.theorem_id)
+
+
+def test_a_theorem_of_the_first_file_sees_only_what_precedes_it(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    with db.session_factory().begin() as session:
+        early = Theorem(
+            fqn="lib.a.early", file_id=small_library.files["a"], kind="Lemma", byte_start=350,
+            statement="", proof="", stage=Stage.extract, status=Status.done,
+        )  # fmt: skip
+        session.add(early)
+        session.flush()
+        early_id = early.id
+    hits = retriever.search("transitive order", 10, _availability(early_id))
+    assert set(_names(hits)) == {"addnC", "addnA", "muln0"}
+
+
+def test_ranks_inside_and_beyond_k_and_of_unavailable_targets(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    theorem = _availability(small_library.theorem_id)
+    query = "Reversing a sequence twice gives the sequence back."
+    assert retriever.lookup([query], 3, theorem, None)[0].rank is None
+    rev = retriever.lookup([query], 3, theorem, "lib.a.rev_rev")[0]
+    assert rev.rank == 1 and rev.target_score == pytest.approx(rev.hits[0].score)
+    far = retriever.lookup([query], 3, theorem, "lib.b.modn_small")[0]
+    full = retriever.search(query, 50, theorem)
+    assert far.rank == _names(full).index("modn_small") + 1 > 3
+    assert retriever.lookup([query], 3, theorem, "lib.b.gcdnC")[0].rank is None  # later
+    assert retriever.lookup([query], 3, theorem, "lib.a.no_doc")[0].rank is None  # no docstring
+
+
+def test_only_changed_texts_are_embedded_again(
+    small_library: SmallLibrary, retriever: Retriever
+) -> None:
+    assert retriever.sync().embedded == 0
+    with db.session_factory().begin() as session:
+        rows = {o.name: o for o in session.execute(sa.select(LibraryObject)).scalars()}
+        rows["addnC"].docstring = "The sum of two natural numbers does not depend on their order."
+        rows["no_doc"].docstring, rows["no_doc"].docstring_source = "Written by step 6.", "llm"
+        rows["subnn"].docstring = None
+    report = retriever.sync()
+    assert (report.embedded, report.removed) == (2, 1)
+    with db.session_factory()() as session:
+        stored = session.execute(
+            sa.select(LibraryObject.name, ObjectEmbedding.text_hash, LibraryObject.docstring)
+            .join(ObjectEmbedding, ObjectEmbedding.object_id == LibraryObject.id)
+            .where(LibraryObject.name.in_(["addnC", "no_doc", "subnn"]))
+        ).all()
+    assert {name for name, *_ in stored} == {"addnC", "no_doc"}
+    assert retriever.sync().embedded == 0
+
+
+def test_the_model_has_its_hnsw_index_and_searches_use_it(
+    small_library: SmallLibrary, retriever: Retriever, minilm: Embedder
+) -> None:
+    space = VectorSpace(minilm.name, minilm.dimensions)
+    with db.engine().connect() as connection:
+        definition = connection.execute(
+            sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+            {"name": space.index_name},
+        ).scalar_one()
+        assert "hnsw" in definition and "vector_cosine_ops" in definition
+        connection.execute(sa.text("SET enable_seqscan = off"))
+        plan = connection.execute(
+            sa.text(
+                "EXPLAIN SELECT e.id FROM object_embeddings e "
+                f"WHERE {space.where()} ORDER BY {space.distance()} LIMIT 5"
+            ),
+            {"query": str([0.0] * (minilm.dimensions - 1) + [1.0])},
+        ).scalars()
+        assert space.index_name in "\n".join(plan)
+
+
+def test_entry_text_keeps_the_docstring_after_a_long_sentence() -> None:
+    text = entry_text("Lemma x : " + "a + " * 500 + "b.", "The docstring.")
+    assert text.endswith("\nThe docstring.") and len(text) < 450
+    assert entry_text("Lemma x :\n a.", "Lemma x : a.") == "Lemma x : a."
+
+
+def test_large_models_are_indexed_as_halfvec_or_scanned_exactly() -> None:
+    assert VectorSpace("m", 384).cast == "vector(384)"
+    assert VectorSpace("Qwen/Qwen3-Embedding-4B", 2560).cast == "halfvec(2560)"
+    assert VectorSpace("huge", 5000).index_type is None
+    assert len(VectorSpace("x" * 200, 4096).index_name) <= 63
