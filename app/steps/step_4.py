@@ -1,0 +1,862 @@
+"""Step 4: replay each selected proof chain by chain and annotate it; the library dictionary.
+
+A chain is one Rocq sentence with the bullets and braces around it (a bullet or `{` goes with
+the sentence after it, a `}` with the chain before it); `Proof.` and `Qed.` are not chains. A
+have that step 2 tagged is one chain shown with its proof hidden (`have h : T (*proof*)`) while
+Rocq runs the have and its whole proof. The forms step 2 writes: `(*<have>*) have h : T by tac
+(*</have>*).`, `… ; first by tac (*</have>*).`, `(*<have>*) have h : T.` and the proof's
+sentences up to `tac (*</have>*).`, `by (*<have>*) have … (*</have>*); rest.`, and a have
+opening a branch, `t; [… | (*<have>*) have … (*</have>*) | …].`
+
+One Rocq session per worker walks a file in order (theorems are claimed by file then offset,
+and a worker keeps to its file): as long as the tagged proof has the file's sentences, each
+chain's state is the file's own prefix (`at`), so the proof runs once; where step 2 rewrote the
+proof, the rest of it runs as steps on top. The section's variables are the first hypotheses of
+the statement's context whose names the section declares. Dependencies are the glob references
+inside a chain's text (never hypotheses or local names), named as Rocq's `Locate` names them at
+that point (a section still open is part of the name), each with its type from `Check` (cached
+per object) and its dictionary entry.
+
+Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
+statement is the have's goal as a lemma over the local context, run after the parent's `Qed`
+and kept when Rocq reads it back as that very goal (as Rocq displays it, else with coercions and
+implicit arguments, else fully explicit), and its proof is the have's proof, evaluated the same
+way (its own tagged haves nested again).
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import functools
+import hashlib
+import itertools
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, aliased
+
+from app import dictionary as dico
+from app.db.enums import Stage, Status
+from app.db.models import Library, ProofStep, SourceFile, Theorem
+from app.dictionary import Ref
+from app.goal_diff import (
+    goal_diff,
+    lemma_statement,
+    remaining,
+    rename_reserved,
+    render,
+    without_names,
+)
+from app.rocq.goals import Goal, Hypothesis
+from app.rocq.positions import Position, SourceText
+from app.rocq.session import LoadPath, RocqError, RocqSession, RocqSessionError, State
+from app.rocq.session import split_sentences as rocq_sentences
+from app.stages import StageSpec, register
+
+log = logging.getLogger(__name__)
+
+OPEN_TAG, CLOSE_TAG, HIDDEN_PROOF = "(*<have>*)", "(*</have>*)", "(*proof*)"
+DEFAULT_TIMEOUT = 60.0
+ALL = "Set Printing All. "
+PRINTINGS = ("", "Set Printing Coercions. Set Printing Implicit. ", ALL)
+"""How a have's goal is printed to state it as a lemma, tried in turn until Rocq reads the
+statement back as that goal (the same display, plain and under `Set Printing All`): as
+displayed, with coercions and implicit arguments, then fully explicit (which writes numbers in
+unary and elides deep terms with `...`, so it seldom reads back)."""
+_TAG = re.compile(r"\(\*</?have>\*\)")
+_UNTAG = re.compile(r"\(\*<have>\*\) ?| ?\(\*</have>\*\)")
+_PROOF_START = re.compile(r"Proof\b")
+_PROOF_END = re.compile(r"(Qed|Defined|Admitted|Abort|Save\b[^.]*)\s*\.$")
+_STRUCTURAL = re.compile(r"(?:[-+*]+|\{|\}|(?:\d+|\[[^\]]+\])\s*:\s*\{)$")
+_COLON = re.compile(r"(?<!:):(?![:=])")
+_BRACKETS = re.compile(r"<<|>>|[()\[\]{}]")
+_SELECTOR = re.compile(r"^\s*(?:first|last)(?=\s)(?!\s+(?:first|last)\b)")
+_HEAD_END = re.compile(r"(?<![\w'])by(?![\w'])|;|\.(?=\s|$)")
+
+
+class ReplayFailed(Exception):
+    """A proof did not replay: Rocq's message and the chain where it stopped."""
+
+
+# --- Chains of a tagged proof (pure) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HaveBlock:
+    """A tagged have: its statement as written and its proof."""
+
+    statement: str
+    """`have h : T`, without the proof and the tags."""
+    statement_start: int
+    statement_end: int
+    """Offset just after the statement in the proof text."""
+    proof: str
+    """`by tac.` or the sentences that prove it (with their own tags), ended by a `.`."""
+    proof_start: int
+    proof_end: int
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One chain of a proof: what the data shows, what Rocq runs, where it is in the text."""
+
+    text: str
+    """As shown: a have's proof hidden as `(*proof*)`."""
+    script: str
+    """What Rocq runs: the sentences as written."""
+    start: int
+    end: int
+    sentences: tuple[str, ...]
+    """The Rocq sentences the chain covers (the have's proof included)."""
+    have: HaveBlock | None = None
+    lead: str = ""
+    """For a have: what Rocq runs to show the have's goal alone (its statement without proof)."""
+    goal_index: int = 0
+    """Where the have's goal is among the goals `lead` leaves."""
+    rest: int = 0
+    """For a have: where the chain goes on after the closing tag."""
+
+    @property
+    def named(self) -> tuple[tuple[int, int], ...]:
+        """Where the chain names its dependencies (not in a have's hidden proof)."""
+        if self.have is None:
+            return ((self.start, self.end),)
+        return (self.start, self.have.statement_end), (self.rest, max(self.rest, self.end))
+
+
+def parse_chains(text: str, start: int = 0, end: int | None = None) -> tuple[Chain, ...]:
+    """The chains of a (tagged) proof, or of its part from `start` to `end` (a have's proof);
+    offsets are into `text`."""
+    part = SourceText(text[start:end])
+    spans = [
+        (start + part.byte_to_char(a), start + len(part.byte_slice(0, b).rstrip()))
+        for a, b in rocq_sentences(part.data)
+    ]
+    while spans and _PROOF_START.match(text[slice(*spans[0])]):
+        spans.pop(0)
+    while spans and _PROOF_END.match(text[slice(*spans[-1])]):
+        spans.pop()
+    blocks = dict(_have_blocks(text, spans, start, len(text) if end is None else end))
+    groups: list[list[Any]] = []
+    """Each chain: first sentence, last sentence, the have's sentence and tags (or None)."""
+    pending, i = None, 0
+    while i < len(spans):
+        first = i if pending is None else pending
+        sentence = text[slice(*spans[i])]
+        if i in blocks:
+            last, tags = blocks[i]
+            groups.append([first, last, i, tags])
+            pending, i = None, last + 1
+            continue
+        if sentence == "}" and groups and pending is None:
+            groups[-1][1] = i
+        elif _STRUCTURAL.match(sentence):
+            pending = first
+        else:
+            groups.append([first, i, None, None])
+            pending = None
+        i += 1
+    if pending is not None:
+        groups.append([pending, len(spans) - 1, None, None])
+    return tuple(
+        _chain(text, spans, first, last)
+        if have is None
+        else _have_chain(text, spans, (first, have, last), tags)
+        for first, last, have, tags in groups
+    )
+
+
+def _have_blocks(
+    text: str, spans: list[tuple[int, int]], start: int, end: int
+) -> Iterator[tuple[int, tuple[int, tuple[int, int]]]]:
+    """Top-level tagged haves: (first sentence, (last sentence, (open tag, close tag)))."""
+    depth, opened = 0, 0
+    for tag in _TAG.finditer(text, start, end):
+        if tag.group() == OPEN_TAG:
+            depth, opened = depth + 1, (tag.start() if depth == 0 else opened)
+            continue
+        depth -= 1
+        if depth == 0:
+            first = next((i for i, (_, b) in enumerate(spans) if b > opened), None)
+            last = max((i for i, (a, _) in enumerate(spans) if a < tag.start()), default=-1)
+            if first is not None and last >= first:
+                yield first, (last, (opened, tag.start()))
+
+
+def _chain(text: str, spans: list[tuple[int, int]], first: int, last: int) -> Chain:
+    """A plain chain; the last sentence of a have's `by tac` proof gets its `.`."""
+    start, end = spans[first][0], spans[last][1]
+    sentences = [text[a:b] for a, b in spans[first : last + 1]]
+    if not sentences[-1].endswith(".") and not _STRUCTURAL.match(sentences[-1]):
+        sentences[-1] += "."
+    script = text[start:end] + ("" if text[start:end].endswith(sentences[-1]) else ".")
+    return Chain(script, script, start, end, tuple(sentences))
+
+
+def _have_chain(
+    text: str, spans: list[tuple[int, int]], sentences: tuple[int, int, int], tags: tuple[int, int]
+) -> Chain:
+    """A have block (sentences: chain start, the have's sentence, the last one of its proof)."""
+    (first, have_sentence, last), (o, c) = sentences, tags
+    plain = _chain(text, spans, first, last)
+    have = parse_have(text, o, c)
+    rest = c + len(CLOSE_TAG)
+    after = text[rest : plain.end] if rest <= plain.end else ""
+    shown = (
+        f"{text[plain.start : o]}{OPEN_TAG} {have.statement} {HIDDEN_PROOF} {CLOSE_TAG}"
+        f"{after if after.strip() else '.'}"
+    )
+    structure, sentence = text[plain.start : spans[have_sentence][0]], spans[have_sentence][0]
+    lead, index = _lead(text[sentence:o].strip(), have.statement)
+    return Chain(
+        shown, plain.script, plain.start, plain.end, plain.sentences, have, structure + lead, index,
+        rest,
+    )  # fmt: skip
+
+
+def parse_have(text: str, o: int, c: int) -> HaveBlock:
+    """Split the block tagged between offsets o and c into the have's statement (`have … : T`,
+    up to a top-level `by`, `;` or the end of its sentence) and its proof (`by tac`, the rest of
+    its chain, the sentences up to the closing tag), ended by a `.`."""
+    body_start = o + len(OPEN_TAG)
+    body = text[body_start:c]
+    colon = _top_level(body, _COLON, 0)
+    end = _top_level(body, _HEAD_END, colon + 1 if colon is not None else 0)
+    statement = body[: len(body.rstrip()) if end is None else end].rstrip()
+    rest = body[len(statement) :].lstrip()
+    if rest[:1] == ";":  # the rest of the chain: `first tac` is `tac` on the have's goal alone
+        rest = _SELECTOR.sub("", rest[1:], count=1)
+    rest = rest[1:] if rest[:1] == "." else rest
+    proof = rest.strip()
+    proof += "" if proof.endswith(".") or not proof else "."
+    skipped = len(statement) - len(statement.lstrip())
+    return HaveBlock(
+        statement.strip(),
+        body_start + skipped,
+        body_start + len(statement),
+        proof,
+        c - len(rest.lstrip()),
+        c,
+    )
+
+
+def _lead(before: str, statement: str) -> tuple[str, int]:
+    """What to run for the have's goal alone, given its sentence's text before the tag: the
+    have (`by have …` without its `by`), or in a branch `t; [… | have …]`, `t. n: (have …).`
+    (its goal is then the n-th)."""
+    if before in ("", "by"):
+        return f"{statement}.", 0
+    stack: list[list[Any]] = []
+    for i, char in enumerate(before):
+        if char in "([{":
+            stack.append([char, i, 1])
+        elif char in ")]}" and stack:
+            stack.pop()
+        elif char == "|" and stack and stack[-1][0] == "[":
+            stack[-1][2] += 1
+    if not stack or stack[-1][0] != "[":
+        return f"{before} {statement}.", 0
+    _, at, number = stack[-1]
+    pre = before[:at].rstrip().removesuffix(";").rstrip()
+    return f"{pre}. {number}: ({statement}).", number - 1
+
+
+def _top_level(text: str, pattern: re.Pattern[str], start: int) -> int | None:
+    """The first match of `pattern` from `start` outside brackets (and outside MathComp's
+    `<<K; x>>`, whose `;` separates nothing)."""
+    brackets = {m.start(): m.group() for m in _BRACKETS.finditer(text)}
+    depths: list[int] = []
+    depth = 0
+    while len(depths) < len(text):
+        token = brackets.get(len(depths), " ")
+        depth -= token in (")", "]", "}", ">>")
+        depths += [depth] * len(token)
+        depth += token in ("(", "[", "{", "<<")
+    for match in pattern.finditer(text, start):
+        if depths[match.start()] == 0:
+            return match.start()
+    return None
+
+
+def untagged(text: str) -> str:
+    """A text without have tags (and the blank step 2 puts beside each)."""
+    return _UNTAG.sub("", text)
+
+
+def normalized(sentence: str) -> str:
+    """A sentence without have tags and blanks, to compare with the file's sentence at the same
+    place (step 2 inserts tags with a blank around them)."""
+    return "".join(_TAG.sub("", sentence).split())
+
+
+class Alignment:
+    """Maps offsets in the tagged proof to character offsets of the built file, through the
+    blocks the tagged proof shares with the original proof."""
+
+    def __init__(self, original: str, tagged: str, file_start: int) -> None:
+        self.file_start, self.length = file_start, len(original)
+        self.blocks: list[tuple[int, int, int]] | None = None
+        if original != tagged:
+            matcher = difflib.SequenceMatcher(None, original, tagged, autojunk=False)
+            self.blocks = [(j, i, n) for i, j, n in matcher.get_matching_blocks() if n]
+
+    def to_file(self, offset: int) -> int:
+        """The file character offset of a tagged-proof offset (inserted text maps to what
+        follows it)."""
+        if self.blocks is None:
+            return self.file_start + min(offset, self.length)
+        k = bisect.bisect_right(self.blocks, (offset, 1 << 62, 0)) - 1
+        if k >= 0 and offset < self.blocks[k][0] + self.blocks[k][2]:
+            tagged, original, _ = self.blocks[k]
+            return self.file_start + original + offset - tagged
+        following = self.blocks[k + 1][1] if k + 1 < len(self.blocks) else self.length
+        return self.file_start + following
+
+
+# --- Load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TheoremInput:
+    """A theorem to evaluate, with its file and what the dictionary knows of its names."""
+
+    theorem_id: int
+    fqn: str
+    proof: str
+    tagged_proof: str | None
+    byte_start: int
+    byte_end: int
+    file: dico.FileNames
+    timeout: float
+    evaluated_before: bool
+    """Whether rows of an earlier evaluation may need deleting."""
+
+
+def load(session: Session, row_id: int) -> TheoremInput:
+    """The theorem and its file's names (read once per worker process)."""
+    columns = [getattr(Theorem, c) for c in ("id", "fqn", "proof", "tagged_proof", "byte_start")]
+    columns += [Theorem.byte_end, Theorem.file_id, SourceFile.content_hash, Library.settings]
+    columns += [sa.func.coalesce(sa.func.jsonb_typeof(Theorem.evaluation), "null") != "null"]
+    row = session.execute(
+        sa.select(*columns)
+        .join(SourceFile, Theorem.file_id == SourceFile.id)
+        .join(Library, SourceFile.library_id == Library.id)
+        .where(Theorem.id == row_id)
+    ).one()
+    file = dico.file_names(session, row.file_id, row.content_hash)
+    timeout = float(row.settings.get("pet_timeout") or DEFAULT_TIMEOUT)
+    return TheoremInput(*row[:6], file, timeout, row[-1])
+
+
+# --- Evaluation ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One evaluated chain, as a `proof_steps` row."""
+
+    chain: str
+    goals: str
+    goals_with_gvars: str
+    goal_diff: str
+    dependencies: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """An evaluated theorem or have sub-theorem (with its own sub-theorems)."""
+
+    fqn: str
+    evaluation: dict[str, Any] | None
+    steps: tuple[Step, ...] = ()
+    error: str | None = None
+    statement: str = ""
+    proof: str = ""
+    tagged_proof: str | None = None
+    have_index: int | None = None
+    children: tuple[Evaluated, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of evaluating one claimed theorem."""
+
+    item: TheoremInput
+    root: Evaluated
+    types: dict[str, str]
+    """Types Rocq printed for dictionary objects that had none cached."""
+
+
+@dataclass(frozen=True)
+class PendingHave:
+    """A have met during a replay, evaluated as a sub-theorem once the proof is done."""
+
+    index: int
+    chain: int
+    block: HaveBlock
+    goals: tuple[Goal, ...] | None
+    """The have's goal in each of `PRINTINGS`; None if Rocq refused the have."""
+    error: str | None = None
+
+
+class Replayer:
+    """A worker's Rocq session, kept across the theorems of a file, and the types it printed."""
+
+    def __init__(self) -> None:
+        self.session = RocqSession(timeout=DEFAULT_TIMEOUT)
+        self.opened: tuple[str, str] | None = None
+        self.types: dict[str, tuple[str, str | None]] = {}
+        """The name an object has at a point (its section path while open) → the name Rocq
+        locates and the type it prints."""
+
+    def open(self, file: dico.FileNames, timeout: float) -> RocqSession:
+        """The session on the file (started when the worker moves to another file)."""
+        self.session.timeout = timeout
+        if self.opened != (file.path, file.content_hash):
+            on_disk = Path(file.path).read_bytes()
+            if hashlib.sha256(on_disk).hexdigest() != file.content_hash:
+                raise ReplayFailed(f"{file.path} changed since step 0 built it: run step 0 again")
+            self.session.start(file.path, [LoadPath(*file.load_path)])
+            self.opened = (file.path, file.content_hash)
+        return self.session
+
+
+@contextmanager
+def replayer() -> Iterator[Replayer]:
+    """The per-worker resource: one Rocq session for all the rows the worker takes."""
+    held = Replayer()
+    try:
+        yield held
+    finally:
+        held.session.close()
+
+
+def run(item: TheoremInput, held: Replayer) -> Outcome:
+    """Evaluate a theorem and its haves; raises `ReplayFailed` when the proof does not replay."""
+    evaluator = Evaluator(item, held, held.open(item.file, item.timeout))
+    try:
+        root = evaluator.theorem()
+    except RocqSessionError as error:
+        raise ReplayFailed(f"{item.fqn}: {_message(error)}") from None
+    return Outcome(item, root, evaluator.new_types)
+
+
+@dataclass
+class FileWalk:
+    """Follows the file's own proof sentences while the chains are the same sentences."""
+
+    sentences: list[dict[str, Any]]
+    position: int = 0
+    diverged: bool = False
+
+    def next_state(self, session: RocqSession, file: str, state: State, chain: Chain) -> State:
+        """The state after a chain: the file's prefix when it matches, else a run on top."""
+        wanted = [normalized(s) for s in chain.sentences]
+        got = self.sentences[self.position : self.position + len(wanted)]
+        if not self.diverged and [normalized(s["text"]) for s in got] == wanted:
+            self.position += len(wanted)
+            return session.at(file, Position(**got[-1]["end"]))
+        self.diverged = True
+        return session.run(state, chain.script)
+
+
+class Evaluator:
+    """Replays one theorem (and its haves) in a session, collecting what the data needs."""
+
+    def __init__(self, item: TheoremInput, held: Replayer, session: RocqSession) -> None:
+        self.item, self.held, self.session, self.file = item, held, session, item.file
+        self.point = item.byte_start
+        self.hidden: frozenset[str] = frozenset()
+        self.gvars: list[dict[str, Any]] = []
+        self.new_types: dict[str, str] = {}
+        first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]
+        self.text = item.tagged_proof or item.proof
+        self.alignment = Alignment(item.proof, self.text, first)
+
+    def theorem(self) -> Evaluated:
+        """The root theorem: replay, then its haves as sub-theorems after its `Qed`."""
+        file, item = self.file, self.item
+        index, qed = file.sentence_at(item.byte_start), file.sentence_at(item.byte_end - 1)
+        statement = file.sentences[index]
+        proof = list(file.sentences[index + 1 : qed])
+        opening = proof.pop(0) if proof and _PROOF_START.match(proof[0]["text"]) else statement
+        start = self.session.at(file.path, Position(**opening["end"]))
+        self._global_variables(start)
+        walk = FileWalk(proof)
+        steps, haves = self._replay(item.fqn, parse_chains(self.text), start, walk)
+        evaluation = self._evaluation(start, file.span(index), haves, item.fqn)
+        evaluation["replay"] = "script" if walk.diverged else "file"
+        children: tuple[Evaluated, ...] = ()
+        if haves:
+            base = self.session.at(file.path, Position(**file.sentences[qed]["end"]))
+            children = tuple(self._sub(base, have, item.fqn) for have in haves)
+        return Evaluated(item.fqn, evaluation, steps, children=children)
+
+    def _global_variables(self, start: State) -> None:
+        """The section's variables in scope: Rocq lists them all, first, in the statement's
+        context (a statement's binder cannot reuse their names)."""
+        declared = self.file.variables_at(self.point)
+        assert start.goals is not None and start.goals.foreground
+        hypotheses = []
+        for h in start.goals.foreground[0].hypotheses:
+            shared = tuple(itertools.takewhile(declared.__contains__, h.names))
+            if shared:
+                hypotheses.append(Hypothesis(shared, h.body, h.type))
+            if len(shared) < len(h.names):
+                break
+        self.hidden = frozenset(name for h in hypotheses for name in h.names)
+        self.gvars = [self._variable(h, declared, start) for h in hypotheses]
+
+    def _replay(
+        self, fqn: str, chains: tuple[Chain, ...], state: State, walk: FileWalk | None
+    ) -> tuple[tuple[Step, ...], list[PendingHave]]:
+        """Run the chains from the initial state; the proof must be finished after the last."""
+        steps, haves = [], []
+        for number, chain in enumerate(chains):
+            previous = state
+            if chain.have is not None:
+                haves.append(self._have(len(haves) + 1, number, chain, state))
+            try:
+                state = (
+                    walk.next_state(self.session, self.file.path, state, chain)
+                    if walk is not None
+                    else self.session.run(state, chain.script)
+                )
+            except RocqSessionError as error:
+                raise ReplayFailed(f"{_where(fqn, number, chains)}: {_message(error)}") from None
+            steps.append(self._step(chain, previous, state))
+        if not state.proof_finished:
+            raise ReplayFailed(f"{fqn}: goals remain after the last chain ({len(chains)} chains)")
+        return tuple(steps), haves
+
+    def _have(self, index: int, number: int, chain: Chain, state: State) -> PendingHave:
+        """The have's goal from its statement alone, as displayed and fully explicit."""
+        assert chain.have is not None
+        try:
+            printed = [self.session.run(state, mode + chain.lead).goals for mode in PRINTINGS]
+        except RocqSessionError as error:
+            return PendingHave(index, number, chain.have, None, _message(error))
+        goals = tuple(goals.foreground[chain.goal_index] for goals in printed if goals is not None)
+        return PendingHave(index, number, chain.have, goals)
+
+    def _step(self, chain: Chain, previous: State, state: State) -> Step:
+        goals, before = state.goals, previous.goals
+        assert goals is not None and before is not None
+        return Step(
+            chain.text,
+            render(goals, self.hidden),
+            render(goals),
+            goal_diff(remaining(before, self.hidden), remaining(goals, self.hidden)),
+            self._names([self._file_span(span) for span in chain.named], state)[0],
+        )
+
+    def _file_span(self, span: tuple[int, int]) -> tuple[int, int]:
+        return self.alignment.to_file(span[0]), self.alignment.to_file(span[1])
+
+    def _evaluation(
+        self, start: State, named: tuple[int, int], haves: list[PendingHave], fqn: str
+    ) -> dict[str, Any]:
+        """What the data says of a theorem besides its chains."""
+        assert start.goals is not None
+        dependencies, notations = self._names([named], start)
+        return {
+            "initial_goal": render(start.goals, self.hidden),
+            "initial_goal_with_gvars": render(start.goals),
+            "global_variables": self.gvars,
+            "statement_dependencies": dependencies,
+            "statement_notations": notations,
+            "haves": [_have_entry(h, fqn) for h in haves],
+        }
+
+    def _variable(
+        self, hypothesis: Hypothesis, declared: dict[str, tuple[int, int]], state: State
+    ) -> dict[str, Any]:
+        """A global variable as a `Variable`/`Variables` line, with what its declaration names."""
+        names, type_ = " ".join(hypothesis.names), hypothesis.type
+        keyword = "Variables" if len(hypothesis.names) > 1 else "Variable"
+        text = f"{keyword} {names} : {type_}."
+        if hypothesis.body is not None:
+            text = f"Let {names} : {type_} := {hypothesis.body}."
+        dependencies, notations = self._names([declared[n] for n in hypothesis.names], state)
+        return {"text": text, "names": list(hypothesis.names), "dependencies": dependencies,
+                "notations": notations}  # fmt: skip
+
+    # Haves as sub-theorems ----------------------------------------------------------------
+
+    def _sub(self, base: State, have: PendingHave, parent: str) -> Evaluated:
+        """Evaluate a have as the lemma `<parent>_have_<i>`, stated after the parent's `Qed`."""
+        fqn, block = f"{parent}_have_{have.index}", have.block
+        common = {
+            "proof": untagged(block.proof).strip(),
+            "tagged_proof": block.proof if _TAG.search(block.proof) else None,
+            "have_index": have.index,
+        }
+        try:
+            statement, start, printing = self._sub_statement(base, fqn.rpartition(".")[2], have)
+            chains = parse_chains(self.text, block.proof_start, block.proof_end)
+            steps, haves = self._replay(fqn, chains, start, None)
+        except (ReplayFailed, RocqSessionError) as error:
+            message = f"{fqn}: {_message(error)}"
+            log.info("have not evaluated: %s", message, extra={"stage": "evaluate", "fqn": fqn})
+            return Evaluated(fqn, None, error=message, statement=block.statement, **common)
+        named = self._file_span((block.statement_start, block.statement_end))
+        evaluation = self._evaluation(start, named, haves, fqn)
+        evaluation |= {"statement": statement, "printing": printing, "parent_chain": have.chain}
+        children = tuple(self._sub(base, h, fqn) for h in haves)
+        return Evaluated(fqn, evaluation, steps, None, statement, children=children, **common)
+
+    def _sub_statement(self, base: State, name: str, have: PendingHave) -> tuple[str, State, str]:
+        """The lemma stating the have's goal that Rocq reads back as that very goal (the same
+        display, and the same fully explicit display)."""
+        if have.goals is None:
+            raise ReplayFailed(f"Rocq refused the have's statement: {have.error}")
+        printed = [rename_reserved(goal) for goal in have.goals]
+        wanted = [without_names(printed[i], self.hidden).pretty for i in (0, -1)]
+        problems = []
+        for mode, goal in zip(PRINTINGS, printed, strict=True):
+            statement = lemma_statement(name, goal, self.hidden)
+            try:
+                states = [self.session.run(base, p + statement) for p in (PRINTINGS[0], ALL)]
+            except RocqSessionError as error:
+                problems.append(_message(error))
+                continue
+            if [remaining(s.goals, self.hidden)[0].pretty for s in states if s.goals] == wanted:
+                return statement, states[0], mode.strip()
+            problems.append("Rocq reads it as another goal")
+        raise ReplayFailed(f"the have's goal does not read back as a lemma: {'; '.join(problems)}")
+
+    # Dependencies and notations -----------------------------------------------------------
+
+    def _names(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
+        """The objects and the notations named in character ranges of the file, each once, in
+        order, with their type (objects) and dictionary entry."""
+        objects: dict[str, dict[str, Any]] = {}
+        notations: dict[str, dict[str, Any]] = {}
+        for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
+            info = _info(self.file.entries.get(ref.fqn))
+            if ref.kind == "not" and ref.fqn not in notations:
+                notations[ref.fqn] = {"notation": ref.notation, "scope": ref.scope,
+                                      "fqn": ref.fqn, "info": info}  # fmt: skip
+            elif ref.kind != "not" and ref.fqn not in objects:
+                fqn, type_ = self._resolve(ref, state)
+                objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "kind": ref.kind,
+                                    "type": type_, "info": info}  # fmt: skip
+        return list(objects.values()), list(notations.values())
+
+    def _resolve(self, ref: Ref, state: State) -> tuple[str, str | None]:
+        """The name Rocq locates for a reference at this point, and its type, cached by that
+        name (an object of a section still open has another name, and type, once it closes)."""
+        name = self.file.name_at(ref.fqn, self.point)
+        final, cache = name == ref.fqn, self.held.types
+        if name not in cache:
+            cached = self.file.entries.get(ref.fqn, {}).get("type") if final else None
+            cache[name] = (name, cached) if cached else self._query_type(ref, name, state)
+            located, type_ = cache[name]
+            if final and not cached and type_ and located == name and ref.fqn in self.file.entries:
+                self.new_types[ref.fqn] = type_
+        return cache[name]
+
+    def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
+        """`Check @name`; a glob name Rocq does not know is located from the text instead."""
+        type_ = dico.check(self.session, state, name)
+        if type_ is None:
+            located = dico.locate(self.session, state, ref.written)
+            if located is not None and located != name:
+                return located, dico.check(self.session, state, located)
+        return name, type_
+
+
+def _have_entry(have: PendingHave, parent: str) -> dict[str, Any]:
+    return {"index": have.index, "chain": have.chain, "fqn": f"{parent}_have_{have.index}"}
+
+
+def _message(error: Exception) -> str:
+    return error.message if isinstance(error, RocqError) else str(error)
+
+
+def _where(fqn: str, number: int, chains: tuple[Chain, ...]) -> str:
+    text = " ".join(chains[number].text.split())
+    text = text if len(text) <= 200 else text[:200] + "…"
+    return f"{fqn}: chain {number + 1} of {len(chains)} `{text}`"
+
+
+def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The dictionary's word on an object, for the data."""
+    if entry is None:
+        return None
+    return {k: entry[k] for k in ("docstring", "docstring_source", "fullname")}
+
+
+# --- Store -----------------------------------------------------------------------------------
+
+
+def store(session: Session, row_id: int, outcome: Outcome) -> None:
+    """Write the evaluation, the chains and the sub-theorems (upserts: writing twice changes
+    nothing); remember the types Rocq printed."""
+    root, item = outcome.root, outcome.item
+    session.execute(
+        sa.update(Theorem)
+        .where(Theorem.id == row_id, Theorem.evaluation.is_distinct_from(root.evaluation))
+        .values(evaluation=root.evaluation)
+    )
+    _write_steps(session, row_id, root.steps, item.evaluated_before)
+    if root.children or item.evaluated_before:
+        _write_children(session, row_id, item, root.children)
+    dico.cache_types(session, outcome.types)
+
+
+def _write_steps(session: Session, theorem_id: int, steps: tuple[Step, ...], old: bool) -> None:
+    if old:
+        gone = sa.and_(ProofStep.theorem_id == theorem_id, ProofStep.index >= len(steps))
+        session.execute(sa.delete(ProofStep).where(gone))
+    rows = [{"theorem_id": theorem_id, "index": i, **vars(step)} for i, step in enumerate(steps)]
+    if rows:
+        session.execute(_upsert(ProofStep.__table__, ("theorem_id", "index"), tuple(rows[0])), rows)
+
+
+def _write_children(
+    session: Session, parent_id: int, item: TheoremInput, children: tuple[Evaluated, ...]
+) -> None:
+    """Upsert the have sub-theorems of a theorem (recursively); drop those gone."""
+    kept = []
+    for child in children:
+        row = dict(fqn=child.fqn, file_id=item.file.file_id, parent_id=parent_id, kind="Lemma",
+                   have_index=child.have_index, statement=child.statement, proof=child.proof,
+                   tagged_proof=child.tagged_proof, evaluation=child.evaluation, error=child.error,
+                   byte_start=item.byte_start, byte_end=item.byte_end, stage=Stage.evaluate,
+                   status=Status.failed if child.error else Status.done)  # fmt: skip
+        session.execute(_upsert(Theorem.__table__, ("fqn",), tuple(row)), [row])
+        kept.append(session.execute(sa.select(Theorem.id).where(Theorem.fqn == child.fqn)).scalar())
+        _write_steps(session, kept[-1], child.steps, True)
+        _write_children(session, kept[-1], item, child.children)
+    gone = sa.and_(Theorem.parent_id == parent_id, Theorem.id.not_in(kept))
+    session.execute(sa.delete(Theorem).where(gone))
+
+
+@functools.cache
+def _upsert(table: sa.Table, keys: tuple[str, ...], columns: tuple[str, ...]) -> sa.Insert:
+    """Insert rows, or update those whose values differ (an unchanged row is not touched);
+    built once per shape, executed with many rows."""
+    statement = insert(table)
+    updated = [c for c in columns if c not in keys]
+    changed = sa.or_(*(table.c[c].is_distinct_from(statement.excluded[c]) for c in updated))
+    return statement.on_conflict_do_update(
+        index_elements=list(keys), set_={c: statement.excluded[c] for c in updated}, where=changed
+    )
+
+
+# --- The stage and the command ---------------------------------------------------------------
+
+
+def ready() -> sa.ColumnElement[bool]:
+    """Top-level theorems that are selected (or queued by `--all`), in a file no other worker
+    is replaying: a worker keeps to its file, so no two sessions walk the same one."""
+    other = aliased(Theorem)
+    busy = (
+        sa.select(other.id)
+        .where(
+            other.file_id == Theorem.file_id,
+            other.stage == Stage.evaluate,
+            other.status == Status.running,
+            other.worker != sa.bindparam("worker_name"),
+            other.lease_until > sa.func.now(),
+        )
+        .exists()
+    )
+    return sa.and_(
+        Theorem.parent_id.is_(None),
+        sa.or_(Theorem.selected, Theorem.stage == Stage.evaluate),
+        ~busy,
+    )
+
+
+def _file_order() -> list[Any]:
+    order = sa.select(SourceFile.dependency_order).where(SourceFile.id == Theorem.file_id)
+    return [order.scalar_subquery(), Theorem.byte_start]
+
+
+SPEC = register(
+    StageSpec(
+        stage=Stage.evaluate,
+        model=Theorem,
+        input_stage=Stage.select,
+        load=load,
+        run=run,
+        store=store,
+        ready_filter=ready,
+        order_by=_file_order,
+        batch_size=16,
+        lease_seconds=600.0,
+        max_attempts=2,
+        resources=replayer,
+    )
+)
+
+
+def queue_all(session: Session) -> int:
+    """`--all`: every top-level theorem done with steps 1 to 3 so far enters the stage."""
+    result = session.execute(
+        sa.update(Theorem)
+        .where(
+            Theorem.parent_id.is_(None),
+            Theorem.stage.in_([Stage.extract, Stage.haves, Stage.select]),
+            Theorem.status == Status.done,
+        )
+        .values(stage=Stage.evaluate, status=Status.pending, attempts=0, error=None)
+    )
+    return result.rowcount
+
+
+def set_timeout(session: Session, timeout: float) -> None:
+    """Record the per-call Rocq timeout for every worker of the stage."""
+    for library in session.execute(sa.select(Library)).scalars():
+        if library.settings.get("pet_timeout") != timeout:
+            library.settings = {**library.settings, "pet_timeout": timeout}
+
+
+def command(
+    dictionary: Annotated[
+        Path | None, typer.Option("--dictionary", help="docstrings in the LLM4Docq format")
+    ] = None,
+    max_workers: Annotated[int, typer.Option(min=1, help="parallel Rocq sessions")] = 1,
+    pet_timeout: Annotated[float, typer.Option(min=1, help="seconds per Rocq call")] = 60.0,
+    all_: Annotated[bool, typer.Option("--all", help="every theorem, not the selection")] = False,
+) -> None:
+    """Build the dictionary, then replay and annotate the selected proofs."""
+    from app.db.engine import ensure_schema, session_factory
+    from workers.runner import run_workers
+
+    ensure_schema()
+    with session_factory().begin() as session:
+        built = dico.build_dictionary(session)
+        imported = dico.import_dictionary(session, dictionary) if dictionary else None
+        set_timeout(session, pet_timeout)
+        queued = queue_all(session) if all_ else 0
+    stats = run_workers([SPEC], concurrency=max_workers)
+    counted = sa.select(Theorem.status, sa.func.count()).group_by(Theorem.status)
+    counted = counted.where(Theorem.stage == Stage.evaluate, Theorem.parent_id.is_(None))
+    with session_factory()() as session:
+        counts = dict(session.execute(counted).all())
+    imports = f", {imported.matched} of {imported.entries} file entries matched" if imported else ""
+    queued_line = f"; {queued} theorems queued by --all" if all_ else ""
+    typer.echo(
+        f"step 4: dictionary {built.objects} objects ({built.written} written, {built.removed} "
+        f"removed, {built.header_docstrings} header docstrings{imports}){queued_line}; "
+        f"evaluated {stats.done} now, {counts.get(Status.done, 0)} in all, "
+        f"{counts.get(Status.failed, 0)} failed"
+    )
+
+
+if __name__ == "__main__":
+    from app.cli import run_step
+
+    run_step(command)

@@ -1,0 +1,124 @@
+"""Step 4 with `--all` against `coqc` of the same files, measured in one run.
+
+Run: `python -m bench.evaluate [--files seq.v div.v …] [--max-workers N]` against a database
+where steps 0 and 1 ran (`ROCQCOT_HOME=/tmp/rc_ssr rocqcot run` builds MathComp's ssreflect
+part in about a minute; point `ROCQCOT_HOME` or `DATABASE_URL` at it). Every theorem of the
+chosen files (default: all files with theorems) is reset and evaluated again by the step's own
+workers, after the dictionary is built; each file is then compiled by `coqc` with the same load
+path (into a temporary folder), one after the other. The step-4 rows of those files are
+replaced: run it on a database you can spare. Ratio = the whole step (dictionary and workers)
+over all `coqc` runs, wall time; with `--max-workers 1` both sides use one core. The last line
+is `RESULT evaluate_over_coqc=<ratio> theorems=<evaluated> failed=<failed>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app import dictionary
+from app.db.engine import ensure_schema, session_factory
+from app.db.enums import Stage, Status
+from app.db.models import Library, ProofStep, SourceFile, Theorem
+from app.steps import step_4
+from workers.runner import run_workers
+
+
+def chosen_files(names: list[str]) -> list[tuple[int, str, str, str]]:
+    """(id, path, output folder, prefix) of the files to measure, in dependency order."""
+    query = (
+        sa.select(SourceFile.id, SourceFile.path, Library.output_path, Library.logical_prefix)
+        .join(Library, SourceFile.library_id == Library.id)
+        .where(sa.exists().where(Theorem.file_id == SourceFile.id))
+        .order_by(SourceFile.dependency_order)
+    )
+    with session_factory()() as session:
+        rows = [tuple(row) for row in session.execute(query)]
+    return [row for row in rows if not names or row[1] in names]
+
+
+def reset(file_ids: list[int]) -> int:
+    """Drop the files' step-4 rows and queue their theorems again; returns how many."""
+    with session_factory().begin() as session:
+        theorems = sa.select(Theorem.id).where(Theorem.file_id.in_(file_ids))
+        session.execute(sa.delete(ProofStep).where(ProofStep.theorem_id.in_(theorems)))
+        session.execute(
+            sa.delete(Theorem).where(Theorem.file_id.in_(file_ids), Theorem.parent_id.is_not(None))
+        )
+        return session.execute(
+            sa.update(Theorem)
+            .where(Theorem.file_id.in_(file_ids), Theorem.parent_id.is_(None))
+            .values(stage=Stage.evaluate, status=Status.pending, attempts=0, error=None)
+            .values(evaluation=None)
+        ).rowcount
+
+
+def evaluate(workers: int) -> float:
+    """The step: dictionary, then the workers until no row is ready; wall seconds."""
+    start = time.perf_counter()
+    with session_factory().begin() as session:
+        dictionary.build_dictionary(session)
+    run_workers([step_4.SPEC], concurrency=workers)
+    return time.perf_counter() - start
+
+
+def compile_all(files: list[tuple[int, str, str, str]]) -> float:
+    """`coqc` of each file in turn, with the library's load path; wall seconds."""
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        for file_id, path, output, prefix in files:
+            target = Path(out) / str(file_id) / (Path(path).name + "o")  # coqc wants the name
+            target.parent.mkdir()
+            command = ["coqc", "-R", output, prefix, "-o", str(target), str(Path(output) / path)]
+            subprocess.run(command, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def outcome(file_ids: list[int]) -> tuple[int, int, collections.Counter[str]]:
+    """Theorems evaluated, failed, and the failures by reason."""
+    with session_factory()() as session:
+        rows = session.execute(
+            sa.select(Theorem.status, Theorem.error).where(
+                Theorem.file_id.in_(file_ids), Theorem.parent_id.is_(None)
+            )
+        ).all()
+    reasons = collections.Counter(_reason(error) for status, error in rows if status == "failed")
+    done = sum(1 for status, _ in rows if status == Status.done)
+    return done, sum(reasons.values()), reasons
+
+
+def _reason(error: str | None) -> str:
+    """An error without its theorem and chain, so that alike failures count together."""
+    text = (error or "").split("`: ", 1)[-1]
+    return re.sub(r"\s+", " ", text)[:120]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="*", default=[], help="paths in the library")
+    parser.add_argument("--max-workers", type=int, default=1)
+    args = parser.parse_args()
+    ensure_schema()
+    files = chosen_files(args.files)
+    ids = [file_id for file_id, *_ in files]
+    queued = reset(ids)
+    print(f"{len(files)} files, {queued} theorems queued")
+    ours = evaluate(args.max_workers)
+    coqc = compile_all(files)
+    done, failed, reasons = outcome(ids)
+    print(f"coqc {coqc:.1f} s, step 4 --all {ours:.1f} s ({args.max_workers} workers)")
+    print(f"evaluated {done} of {queued} ({100 * done / max(queued, 1):.2f} %), {failed} failed")
+    for reason, count in reasons.most_common(10):
+        print(f"  {count:5d}  {reason}")
+    print(f"RESULT evaluate_over_coqc={ours / coqc:.3f} theorems={done} failed={failed}")
+
+
+if __name__ == "__main__":
+    main()

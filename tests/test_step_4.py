@@ -1,0 +1,511 @@
+"""Step 4: the text helpers directly, then the step on a small library of our own (two files
+over the installed MathComp) with real Rocq and PostgreSQL: sections and their variables,
+bullets and braces, every form of tagged have and the sub-theorems they become, a chain split
+by step 2, a proof that does not replay, names as `Locate` gives them, reruns, the export;
+and (slow) the whole of MathComp."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import engine as db
+from app.db.enums import Stage, Status
+from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
+from app.goal_diff import goal_diff, lemma_statement, let_parts, rename_reserved, render
+from app.rocq.goals import Goal, Goals, Hypothesis
+from app.rocq.session import LoadPath, RocqSession, State
+from app.steps import step_4
+from app.steps.step_4 import Alignment, parse_chains, untagged
+from tests.test_steps_0_1 import rocqcot
+
+OPEN, CLOSE = "(*<have>*) ", " (*</have>*)"
+
+BASE_V = """From mathcomp Require Import ssreflect ssrfun ssrbool eqtype ssrnat.
+
+(******************************************************************************)
+(* Small arithmetic helpers.                                                  *)
+(*   double n == twice n                                                      *)
+(*   triple n == three times n, as n + double n                               *)
+(******************************************************************************)
+
+Set Implicit Arguments.
+Unset Strict Implicit.
+Unset Printing Implicit Defensive.
+
+Definition double n := n + n.
+Definition triple n := n + double n.
+Fixpoint total (n : nat) : nat := if n is m.+1 then n + total m else 0.
+Inductive color := Red | Green.
+Record point := Point { px : nat; py : nat }.
+Notation "n .*2'" := (double n) (at level 2, format "n .*2'") : nat_scope.
+Notation twice := double.
+
+Lemma doubleE n : double n = n + n.
+Proof. by []. Qed.
+
+Module Sub.
+Lemma tripleE n : triple n = n + (n + n).
+Proof. by rewrite /triple doubleE. Qed.
+End Sub.
+"""
+
+PROOFS_V = """From mathcomp Require Import ssreflect ssrfun ssrbool eqtype ssrnat.
+From demo Require Import base.
+
+Set Implicit Arguments.
+Unset Strict Implicit.
+Unset Printing Implicit Defensive.
+
+Section Doubling.
+Variables (k : nat) (T : Type).
+Hypothesis k_pos : 0 < k.
+Let kk := k + k.
+
+Definition dk := double k.
+
+Lemma dkE : dk = kk.
+Proof. by rewrite /dk /kk doubleE. Qed.
+
+Lemma dk_pos : 0 < dk.
+Proof.
+rewrite dkE /kk.
+have h : 0 < k + k.
+  by rewrite addn_gt0 k_pos.
+exact: h.
+Qed.
+
+Lemma double_le n : n <= double n.
+Proof.
+rewrite doubleE.
+have le : n <= n + n by rewrite leq_addr.
+by [].
+Qed.
+End Doubling.
+
+Lemma bullets n : n.*2' = twice n /\\ 0 <= n.
+Proof.
+split.
+- by [].
+- case: n => [|m].
+  + by [].
+  + { by []. }
+Qed.
+
+Lemma branchy (n : nat) : (n == n) && true.
+Proof.
+case: n => [|m]; [by [] | have e : m.+1 == m.+1 by rewrite eqxx].
+by rewrite e.
+Qed.
+
+Lemma byhave n : n + 0 = n.
+Proof. by have -> : n + 0 = n by rewrite addn0. Qed.
+
+Lemma nested n : n + 0 = n.
+Proof.
+have h : n + 0 = n.
+  have z : n + 0 = n + 0 by [].
+  by rewrite addn0.
+exact: h.
+Qed.
+
+Lemma anon (n m : nat) : n = m -> m = n.
+Proof.
+move=> ?.
+have e : n = m by [].
+by rewrite e.
+Qed.
+
+Lemma split_me n : n <= n + n.
+Proof.
+move=> /=; have h : n <= n + n by rewrite leq_addr.
+exact: h.
+Qed.
+"""
+
+TAGS = {
+    "dk_pos": (
+        "have h : 0 < k + k.\n  by rewrite addn_gt0 k_pos.",
+        f"{OPEN}have h : 0 < k + k.\n  by rewrite addn_gt0 k_pos{CLOSE}.",
+    ),
+    "double_le": (
+        "have le : n <= n + n by rewrite leq_addr.",
+        f"{OPEN}have le : n <= n + n by rewrite leq_addr{CLOSE}.",
+    ),
+    "branchy": (
+        "have e : m.+1 == m.+1 by rewrite eqxx]",
+        f"{OPEN}have e : m.+1 == m.+1 by rewrite eqxx{CLOSE}]",
+    ),
+    "byhave": (
+        "have -> : n + 0 = n by rewrite addn0.",
+        f"{OPEN}have -> : n + 0 = n by rewrite addn0{CLOSE}.",
+    ),
+    "nested": (
+        "have h : n + 0 = n.\n  have z : n + 0 = n + 0 by [].\n  by rewrite addn0.",
+        f"{OPEN}have h : n + 0 = n.\n  {OPEN}have z : n + 0 = n + 0 by []{CLOSE}.\n"
+        f"  by rewrite addn0{CLOSE}.",
+    ),
+    "anon": ("have e : n = m by [].", f"{OPEN}have e : n = m by []{CLOSE}."),
+    "split_me": (  # step 2 split the chain before the have
+        "move=> /=; have h : n <= n + n by rewrite leq_addr.",
+        f"move=> /=.\n{OPEN}have h : n <= n + n by rewrite leq_addr{CLOSE}.",
+    ),
+    "doubleE": ("by [].", "by rewrite nosuchlemma."),  # a proof that does not replay
+}
+
+
+def make_demo(root: Path) -> Path:
+    """The `demo` library: helpers with header documentation, then proofs over them."""
+    library = root / "demo"
+    library.mkdir(parents=True)
+    (library / "base.v").write_text(BASE_V)
+    (library / "proofs.v").write_text(PROOFS_V)
+    return library
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The library and its output folder, shared so that coqc builds it once."""
+    root = tmp_path_factory.mktemp("demo")
+    return make_demo(root / "in"), root / "out"
+
+
+def build(demo: tuple[Path, Path], env: dict[str, str]) -> None:
+    """Steps 0 and 1 on the demo library."""
+    source, output = demo
+    args = ("step", "0", "--input", str(source), "--output", str(output), "--prefix", "demo")
+    step0 = rocqcot(env, *args)
+    assert step0.returncode == 0, step0.stderr
+    assert rocqcot(env, "step", "1").returncode == 0
+
+
+def select_and_tag() -> None:
+    """What steps 2 and 3 would leave: every theorem selected, the haves tagged."""
+    with db.session_factory().begin() as session:
+        for theorem in session.execute(sa.select(Theorem)).scalars():
+            theorem.stage, theorem.status, theorem.selected = Stage.select, Status.done, True
+            old, new = TAGS.get(theorem.fqn.rpartition(".")[2], ("", ""))
+            if old:
+                assert old in theorem.proof
+                theorem.tagged_proof = theorem.proof.replace(old, new)
+
+
+def rows() -> dict[str, Theorem]:
+    with db.session_factory()() as session:
+        return {t.fqn: t for t in session.execute(sa.select(Theorem)).scalars()}
+
+
+def steps_of(fqn: str) -> list[ProofStep]:
+    with db.session_factory()() as session:
+        return list(
+            session.execute(
+                sa.select(ProofStep)
+                .join(Theorem, ProofStep.theorem_id == Theorem.id)
+                .where(Theorem.fqn == fqn)
+                .order_by(ProofStep.index)
+            ).scalars()
+        )
+
+
+def dump() -> list[tuple]:
+    with db.session_factory()() as session:
+        return [
+            tuple(row)
+            for table in (Theorem.__table__, ProofStep.__table__, LibraryObject.__table__)
+            for row in session.execute(sa.select(table).order_by(table.c.id))
+        ]
+
+
+# --- Text ------------------------------------------------------------------------------------
+
+
+def test_chains_group_bullets_and_braces_and_hide_have_proofs() -> None:
+    proof = (
+        "Proof.\nsplit.\n- by [].\n- case: n => [|m].\n  + { by []. }\n"
+        f"  + {OPEN}have e : m = m.\n    by [].\n    all: by []{CLOSE}.\n  by rewrite e.\n"
+        f"{{ {OPEN}have f : 0 = 0 by []{CLOSE}. }}\nQed."
+    )
+    chains = parse_chains(proof)
+    assert [c.text for c in chains] == [
+        "split.",
+        "- by [].",
+        "- case: n => [|m].",
+        "+ { by []. }",
+        f"+ {OPEN}have e : m = m (*proof*){CLOSE}.",
+        "by rewrite e.",
+        f"{{ {OPEN}have f : 0 = 0 (*proof*){CLOSE}. }}",
+    ]
+    have = chains[4]
+    assert have.have is not None and have.have.proof == "by [].\n    all: by []."
+    assert have.lead == f"+ {OPEN}have e : m = m." and have.sentences[-1] == f"all: by []{CLOSE}."
+    assert proof[slice(*have.named[0])] == f"+ {OPEN}have e : m = m"
+    sub = parse_chains(proof, have.have.proof_start, have.have.proof_end)
+    assert [c.text for c in sub] == ["by [].", "all: by []."]
+    assert proof[sub[1].start : sub[1].end].rstrip() == "all: by []"  # the `.` is after the tag
+
+
+@pytest.mark.parametrize(
+    ("sentence", "statement", "proof", "lead", "goal"),
+    [
+        (f"{OPEN}have h : x = x by []{CLOSE}.", "have h : x = x", "by [].", "have h : x = x.", 0),
+        (f"by {OPEN}have -> : x = y by t{CLOSE}; done.", "have -> : x = y", "by t.",
+         "have -> : x = y.", 0),
+        (f"{OPEN}have [a b] : P /\\ Q; first by split{CLOSE}.", "have [a b] : P /\\ Q",
+         "by split.", "have [a b] : P /\\ Q.", 0),
+        (f"case: n; [by [] | done | {OPEN}have e (k : nat) : k = k by exact: erefl{CLOSE}].",
+         "have e (k : nat) : k = k", "by exact: erefl.",
+         "case: n. 3: (have e (k : nat) : k = k).", 2),
+    ],
+)  # fmt: skip
+def test_have_forms(sentence: str, statement: str, proof: str, lead: str, goal: int) -> None:
+    [chain] = parse_chains(sentence)
+    assert chain.have is not None
+    assert (chain.have.statement, chain.have.proof) == (statement, proof)
+    assert (chain.lead, chain.goal_index) == (lead, goal)
+    assert sentence[chain.have.statement_start : chain.have.statement_end] == statement
+    assert "(*proof*)" in chain.text and proof.rstrip(".") not in chain.text
+
+
+def test_alignment_maps_the_tagged_proof_onto_the_file() -> None:
+    original = "move=> x; have h : x = x by [].\nexact: h."
+    tagged = f"move=> x.\n{OPEN}have h : x = x by []{CLOSE}.\nexact: h."
+    alignment = Alignment(original, tagged, 100)
+    for word in ("have h", "exact", "by []"):
+        assert alignment.to_file(tagged.index(word)) == 100 + original.index(word)
+    assert untagged(tagged) == "move=> x.\nhave h : x = x by [].\nexact: h."
+
+
+def _goal(conclusion: str, *hypotheses: tuple[str, str]) -> Goal:
+    return Goal(tuple(Hypothesis((name,), None, type_) for name, type_ in hypotheses), conclusion)
+
+
+def test_goal_diff_phrases() -> None:
+    g1 = _goal("P n", ("n", "nat"))
+    g2 = _goal("Q n", ("n", "nat"), ("h", "n = 0"))
+    g3 = _goal("R", ("m", "nat"))
+    assert goal_diff([g1], [g1]) == ""
+    assert goal_diff([g1], [g2]) == (
+        "Goals modified:\n\nThe goal 1 is changed:\nHypotheses added:\nh : n = 0\n\n"
+        "The goal changed to:\nQ n"
+    )
+    assert goal_diff([g1], [g3, g1]).startswith("Goals added:\n\nm : nat\n")
+    assert "The goal 1 is changed and is now the goal 2:" in goal_diff([g1], [g3, g2])
+    assert goal_diff([g1, g3], [g3]) == (
+        f"1 goal has been removed.\nThe new goal to prove is:\n{g3.pretty}"
+    )
+    assert goal_diff([g1, g3], []) == (
+        "2 goals have been removed.\nThere is no goal remaining, the proof is finished."
+    )
+    removed = goal_diff([g2], [g1])
+    assert "Hypotheses removed:\nh : n = 0" in removed and "The goal changed to:\nP n" in removed
+    hidden = frozenset({"n"})
+    assert render(Goals((g2,), in_proof=True), hidden).splitlines()[0] == "h : n = 0"
+    assert render(Goals((), (g1,), in_proof=True)).startswith("This subproof is complete")
+    assert render(Goals(in_proof=True)) == "No more goals."
+
+
+def test_lemma_statement_renames_reserved_names() -> None:
+    goal = Goal(
+        (
+            Hypothesis(("T",), None, "Type"),
+            Hypothesis(("x", "y"), None, "T"),
+            Hypothesis(("_x_",), None, "x = y"),
+            Hypothesis(("z",), "x", "T"),
+        ),
+        "y =\n  x",
+    )
+    fix = "fix f (n : nat) {struct n} : nat := match n with 0 => 0 | S k => f k end"
+    assert let_parts("fix f (n : nat) {struct n}", fix[29:] + " : nat -> nat") == (
+        fix,
+        "nat -> nat",
+    )
+    assert let_parts("fun x => x", "forall T : Type, T -> T") == (
+        "fun x => x",
+        "forall T : Type, T -> T",
+    )
+    renamed = rename_reserved(goal)
+    assert renamed.hypotheses[2] == Hypothesis(("x'",), None, "x = y")
+    assert lemma_statement("l", renamed, frozenset({"T"})) == (
+        "Lemma l (x y : T) (x' : x = y) (z : T := (x)) : y = x."
+    )
+
+
+# --- The step --------------------------------------------------------------------------------
+
+
+def test_step_4_replays_annotates_and_reruns(demo, subprocess_env, tmp_path: Path) -> None:
+    build(demo, subprocess_env)
+    select_and_tag()
+    step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=False)
+    theorems = rows()
+    assert theorems["demo.base.doubleE"].status == Status.failed
+    error = theorems["demo.base.doubleE"].error or ""
+    assert "chain 1 of 1 `by rewrite nosuchlemma.`" in error and "nosuchlemma" in error
+    top = {fqn: t for fqn, t in theorems.items() if t.parent_id is None}
+    assert sum(t.status == Status.done for t in top.values()) == len(top) - 1
+    subs = {fqn for fqn, t in theorems.items() if t.parent_id is not None}
+    assert subs == {
+        f"demo.proofs.{name}_have_1"
+        for name in ("dk_pos", "double_le", "branchy", "byhave", "nested", "anon", "split_me")
+    } | {"demo.proofs.nested_have_1_have_1"}
+    for fqn, theorem in theorems.items():
+        if theorem.status == Status.done:
+            last = steps_of(fqn)[-1]
+            assert last.goals == "No more goals.", fqn
+            assert last.goal_diff.endswith("There is no goal remaining, the proof is finished.")
+    check_sections_and_variables(theorems)
+    check_haves(theorems)
+    assert check_dependencies(demo[1]) >= 5
+    before = dump()
+    step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=False)
+    assert dump() == before, "a rerun changed rows"
+    check_export(tmp_path / "result.json")
+
+
+def check_sections_and_variables(theorems: dict[str, Theorem]) -> None:
+    evaluation = theorems["demo.proofs.dk_pos"].evaluation or {}
+    variables = evaluation["global_variables"]
+    assert [v["text"] for v in variables] == [
+        "Variable k : nat.",
+        "Variable T : Type.",
+        "Variable k_pos : 0 < k.",
+        "Let kk : nat := k + k.",
+    ]
+    assert [d["fqn"] for d in variables[0]["dependencies"]] == ["Coq.Init.Datatypes.nat"]
+    assert variables[1]["dependencies"] == [] and variables[2]["notations"][0]["scope"]
+    assert evaluation["initial_goal"] == "============================\n0 < dk"
+    assert evaluation["initial_goal_with_gvars"].startswith("k : nat\nT : Type\nk_pos : 0 < k")
+    first = steps_of("demo.proofs.dk_pos")[0]
+    assert first.chain == "rewrite dkE /kk." and "k_pos" in first.goals_with_gvars
+    assert "k_pos" not in first.goals
+    [dke] = first.dependencies
+    assert (dke["fqn"], dke["kind"], dke["type"]) == ("demo.proofs.Doubling.dkE", "thm", "dk = kk")
+    bullets = [s.chain for s in steps_of("demo.proofs.bullets")]
+    assert bullets == ["split.", "- by [].", "- case: n => [|m].", "+ by [].", "+ { by []. }"]
+    notations = theorems["demo.proofs.bullets"].evaluation["statement_notations"]
+    mine = next(n for n in notations if n["notation"] == "_ .*2'")
+    assert mine["scope"] == "nat_scope" and mine["info"]["fullname"].startswith("Notation")
+
+
+def check_haves(theorems: dict[str, Theorem]) -> None:
+    parent, sub = theorems["demo.proofs.dk_pos"], theorems["demo.proofs.dk_pos_have_1"]
+    assert (sub.parent_id, sub.have_index) == (parent.id, 1)
+    assert sub.statement == "Lemma dk_pos_have_1 : 0 < k + k."
+    assert sub.proof == "by rewrite addn_gt0 k_pos."
+    assert steps_of(parent.fqn)[1].chain == f"{OPEN}have h : 0 < k + k (*proof*){CLOSE}."
+    assert parent.evaluation["haves"] == [{"index": 1, "chain": 1, "fqn": sub.fqn}]
+    [only] = steps_of(sub.fqn)
+    assert only.chain == "by rewrite addn_gt0 k_pos." and only.dependencies[0]["name"] == "addn_gt0"
+    anon = theorems["demo.proofs.anon_have_1"]
+    assert anon.statement == "Lemma anon_have_1 (n m : nat) (Hyp : n = m) : n = m."  # was _Hyp_
+    nested = theorems["demo.proofs.nested_have_1"]
+    assert nested.tagged_proof and nested.proof.startswith("have z : n + 0 = n + 0 by [].")
+    assert theorems["demo.proofs.nested_have_1_have_1"].parent_id == nested.id
+    assert theorems["demo.proofs.split_me"].evaluation["replay"] == "script"
+    assert steps_of("demo.proofs.split_me")[0].chain == "move=> /=."
+    branchy = steps_of("demo.proofs.branchy")[0].chain
+    assert branchy == f"case: n => [|m]; [by [] | {OPEN}have e : m.+1 == m.+1 (*proof*){CLOSE}]."
+
+
+def check_dependencies(output: Path, prefix: str = "demo", files: int = 1) -> int:
+    """Every dependency's name is one `Locate` gives for the name as written, at that point
+    (in the proof of the theorem it was found in, its sections open), for the chains of the
+    evaluated theorems of the first `files` files that have some; returns how many."""
+    with db.session_factory()() as session:
+        found = session.execute(
+            sa.select(SourceFile.path, Theorem.byte_end, ProofStep.dependencies)
+            .join(Theorem, Theorem.file_id == SourceFile.id)
+            .join(ProofStep, ProofStep.theorem_id == Theorem.id)
+            .where(sa.func.jsonb_array_length(ProofStep.dependencies) > 0)
+            .order_by(SourceFile.dependency_order.desc(), Theorem.byte_end)
+        ).all()
+    paths = list(dict.fromkeys(path for path, _, _ in found))[:files]
+    checked = 0
+    with RocqSession() as session:
+        for path in paths:
+            file = session.start(output / path, [LoadPath(str(output), prefix)]).file
+            for _, end, dependencies in (row for row in found if row[0] == path):
+                state = State(file, end - len("Qed."))  # inside the proof, its sections open
+                for dependency in dependencies:
+                    located = session.query(state, f"Locate {dependency['name']}.")
+                    assert dependency["fqn"] in re.findall(r"\S+\.\S+", located), located
+                    assert dependency["type"]
+                    checked += 1
+    return checked
+
+
+def check_export(out: Path) -> None:
+    result = rocqcot_export(out)
+    seed = json.loads(result.read_text())
+    entry = seed["demo.proofs.dk_pos"]
+    assert set(entry) >= {
+        "global_variables",
+        "initial_goal",
+        "initial_goal_with_gvars",
+        "statement_dependencies",
+        "statement_notations",
+        "evaluation",
+    }
+    assert set(entry["evaluation"][0]) == {
+        "chain",
+        "dependencies",
+        "goals",
+        "goals_with_gvars",
+        "goal_diff",
+    }
+    assert "demo.proofs.nested_have_1_have_1" in seed and "demo.base.doubleE" not in seed
+    dictionary = json.loads(out.with_name("result_dictionary.json").read_text())
+    assert any(o["keys"] == ["demo.base.double"] for o in dictionary["objects"])
+
+
+def rocqcot_export(out: Path) -> Path:
+    from app.export import export
+
+    with db.session_factory()() as session:
+        assert export(session, 4, out) > 0
+    return out
+
+
+def test_all_flag_and_a_missing_built_file(demo, subprocess_env) -> None:
+    """`--all` takes every theorem without a selection; a built copy that changed since step 0
+    fails its theorems with a clear reason."""
+    build(demo, subprocess_env)
+    proofs = demo[1] / "proofs.v"
+    saved = proofs.read_text()
+    try:
+        proofs.write_text(saved + "\n")
+        step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=True)
+    finally:
+        proofs.write_text(saved)
+    theorems = rows()
+    assert theorems["demo.base.doubleE"].status == Status.done
+    failed = theorems["demo.proofs.dkE"]
+    assert failed.status == Status.failed and "changed since step 0" in (failed.error or "")
+
+
+@pytest.mark.slow
+def test_full_mathcomp(tmp_path: Path, subprocess_env) -> None:
+    """Steps 0 to 4 on the whole of Debian's MathComp with the default selection (hours on two
+    cores): at least 98% of the selected theorems evaluate, every last chain leaves no goals,
+    and the dependencies of the last three files are named as `Locate` names them."""
+    from tests.test_steps_0_1 import MATHCOMP
+
+    output = tmp_path / "out"
+    step0 = rocqcot(subprocess_env, "step", "0", "--input", str(MATHCOMP), "--output", str(output))
+    assert step0.returncode == 0, step0.stderr
+    for step in ("1", "2", "3"):
+        assert rocqcot(subprocess_env, "step", step).returncode == 0
+    assert rocqcot(subprocess_env, "step", "4", "--max-workers", "2").returncode == 0
+    theorems = rows()
+    selected = [t for t in theorems.values() if t.selected and t.parent_id is None]
+    done = [t for t in selected if t.status == Status.done]
+    assert len(done) >= 0.98 * len(selected), [t.error for t in selected if t.status != "done"]
+    for theorem in (t for t in theorems.values() if t.status == Status.done):
+        assert steps_of(theorem.fqn)[-1].goals == "No more goals."
+    assert check_dependencies(output, "mathcomp", files=3) > 100
+    shutil.rmtree(output, ignore_errors=True)
