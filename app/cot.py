@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app.goal_diff import NO_GOALS
+
 KINDS = ("think", "search", "script", "have")
 CODE_KINDS = ("script", "have")
 TACTIC_SECTIONS = ("Breaking it down", "What happens", "Summary")
@@ -328,7 +330,7 @@ def offline_tactic_note(goal_before: str, step: Step) -> str:
     """A code explanation with the three sections, from the evaluation alone."""
     uses = ", ".join(f"`{d.name}` (`{normalized(d.type)}`)" for d in step.dependencies)
     effect = step.goal_diff.strip() or "The goals do not visibly change."
-    if not step.goals.strip():
+    if step.goals.strip() in ("", NO_GOALS):
         effect += "\nNo goal remains: the proof is complete."
     return (
         f"## Breaking it down\nThe step runs `{normalized(step.code)}`"
