@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import llm
 from app.db import engine as db
 from app.db.enums import Stage, Status
-from app.db.models import Cot, LibraryObject, SearchBlock, SearchQuery
+from app.db.models import Cot, LibraryObject, SearchBlock, SearchQuery, Theorem
 from app.retrieval import Entry, Retrievers
 from app.steps import step_7, step_8
 from app.steps.step_7 import RepairInput, Target, parse_repair
@@ -75,6 +75,16 @@ def _blocks() -> dict[int, SearchBlock]:
         return {row.block_index: row for row in rows}
 
 
+def _draw_key(block: SearchBlock) -> str:
+    with db.session_factory()() as session:
+        fqn = session.execute(
+            sa.select(Theorem.fqn)
+            .join(Cot, Cot.theorem_id == Theorem.id)
+            .where(Cot.id == block.cot_id)
+        ).scalar_one()
+    return step_8.draw_key(fqn, block.block_index)
+
+
 def _candidates(block_id: int) -> list[SearchQuery]:
     with db.session_factory()() as session:
         return list(
@@ -125,7 +135,7 @@ def test_step_8_keeps_the_best_query_and_reports_the_shares(
         if block.target_fqn is not None:
             assert chosen[0] == candidates[best_position([c.target_rank for c in candidates])]
     have = blocks[HAVE_BLOCK]
-    expected = seeded_position(0, have.id, 6)
+    expected = seeded_position(0, _draw_key(have), 6)
     assert [c.chosen for c in _candidates(have.id)].index(True) == expected
     assert blocks[FORCED_BLOCK].results[0]["forced"]
 
@@ -146,6 +156,7 @@ def test_the_best_ranked_query_wins_not_the_last_that_finds_the_target(
     )
     item = BestInput(
         item.block_id,
+        item.draw_key,
         tuple(enumerate(queries)),
         item.target,
         item.theorem,
@@ -174,9 +185,9 @@ def test_the_draw_for_blocks_without_target_is_seeded(
     first = [c.chosen for c in _candidates(have.id)]
     _step_8(capsys, seed=7)  # new parameters: every block chosen again
     again = [c.chosen for c in _candidates(have.id)]
-    assert again.index(True) == seeded_position(7, have.id, 6)
-    assert first.index(True) == seeded_position(0, have.id, 6)
-    assert sorted({seeded_position(s, have.id, 6) for s in range(40)}) == list(range(6))
+    assert again.index(True) == seeded_position(7, _draw_key(have), 6)
+    assert first.index(True) == seeded_position(0, _draw_key(have), 6)
+    assert sorted({seeded_position(s, _draw_key(have), 6) for s in range(40)}) == list(range(6))
 
 
 def test_new_parameters_search_again_and_same_ones_do_nothing(

@@ -28,7 +28,7 @@ import typer
 from sqlalchemy.orm import Session
 
 from app.db.enums import Stage
-from app.db.models import Cot, SearchBlock, SearchQuery
+from app.db.models import Cot, SearchBlock, SearchQuery, Theorem
 from app.retrieval import DEFAULT_MODEL, Availability, Retrievers, availability
 from app.stages import StageSpec, register
 from app.steps.step_7 import (
@@ -61,6 +61,9 @@ class BestInput:
     """A block's candidates as step 8 reads them."""
 
     block_id: int
+    draw_key: str
+    """What seeds the draw for a block without target: its theorem and place, which (unlike
+    row ids) are the same in every run."""
     candidates: tuple[tuple[int, str], ...]
     """(candidate index, query), by index."""
     target: Target | None
@@ -84,16 +87,22 @@ def best_position(ranks: Sequence[int | None]) -> int:
     return min(range(len(ranks)), key=lambda i: (ranks[i] is None, ranks[i] or 0, i))
 
 
-def seeded_position(seed: int, block_id: int, count: int) -> int:
+def draw_key(fqn: str, block_index: int) -> str:
+    """The key of a search block that is the same in every run of the pipeline."""
+    return f"{fqn}#{block_index}"
+
+
+def seeded_position(seed: int, key: str, count: int) -> int:
     """A random position, the same for the same seed and block on every run."""
-    return random.Random(f"{seed}:{block_id}").randrange(count)
+    return random.Random(f"{seed}:{key}").randrange(count)
 
 
 def load(session: Session, row_id: int) -> BestInput:
     """The block's candidates, target, theorem and the library's step-8 settings."""
-    theorem_id, target_fqn = session.execute(
-        sa.select(Cot.theorem_id, SearchBlock.target_fqn)
+    theorem_id, fqn, block_index, target_fqn = session.execute(
+        sa.select(Cot.theorem_id, Theorem.fqn, SearchBlock.block_index, SearchBlock.target_fqn)
         .join(Cot, Cot.id == SearchBlock.cot_id)
+        .join(Theorem, Theorem.id == Cot.theorem_id)
         .where(SearchBlock.id == row_id)
     ).one()
     candidates = session.execute(
@@ -103,6 +112,7 @@ def load(session: Session, row_id: int) -> BestInput:
     ).all()
     return BestInput(
         block_id=row_id,
+        draw_key=draw_key(fqn, block_index),
         candidates=tuple((index, query) for index, query in candidates),
         target=load_target(session, target_fqn),
         theorem=availability(session, theorem_id),
@@ -120,7 +130,7 @@ def run(item: BestInput, retrievers: Retrievers) -> BestResult:
     lookups = retrievers(params.model).lookup(queries, params.top_k, item.theorem, fqn)
     ranks = [lookup.rank for lookup in lookups]
     if item.target is None:
-        position = seeded_position(params.seed, item.block_id, len(lookups))
+        position = seeded_position(params.seed, item.draw_key, len(lookups))
     else:
         position = best_position(ranks)
     indexes = [index for index, _ in item.candidates]
