@@ -6,20 +6,32 @@ needs no separate migration step. Errors the user can act on print one line and 
 
 from __future__ import annotations
 
+import collections
+import contextlib
+import functools
+import io
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
+from sqlalchemy.orm import Session
 
 from app.db import engine as db
 from app.db import queue
-from app.db.enums import Stage
+from app.db.enums import STEP_OF, Stage, Status
 from app.errors import RocqcotError
 from app.steps import STEPS, StepInfo, step_module
+
+DATASET_DIR = Path("export/dataset")
+DATASET_FILE = "train.jsonl"
 
 app = typer.Typer(
     help="Build chain-of-thought training data for LLM provers from a Rocq library.",
@@ -126,14 +138,45 @@ def reprocess(
 def export_command(
     step: Annotated[int, typer.Option("--step", help="the step whose rows to write")],
     out: Annotated[Path, typer.Option("--out", help="the file to write")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="seed (the original JSON), jsonl or chat (9, 10)")
+    ] = "seed",
 ) -> None:
-    """Write a step's rows in the original scripts' file format."""
-    from app.export import export
+    """Write a step's rows in the original scripts' format, or examples as jsonl or chat."""
+    from app.exports import write_export
 
     db.ensure_schema()
     with db.session_factory()() as session:
-        count = export(session, step, out)
-    typer.echo(f"step {step}: {count} entries written to {out}")
+        info = write_export(session, step, fmt, out)
+    typer.echo(f"step {step}: {info.entries} entries written to {out} ({fmt})")
+
+
+@app.command()
+def verify(
+    source: Annotated[
+        Path, typer.Option("--input", help="an export of step 9 or 10, in any format")
+    ] = DATASET_DIR / DATASET_FILE,
+    jobs: Annotated[int, typer.Option(min=1, help="Rocq sessions in parallel")] = 1,
+    again: Annotated[bool, typer.Option("--again", help="even if verified unchanged")] = False,
+) -> None:
+    """Replay every exported example's scripts and haves in Rocq; each CoT must end the proof."""
+    from app import verify as checker
+
+    if not source.is_file():
+        raise RocqcotError(f"--input {source} is not a file: export step 9 or 10 first")
+    db.ensure_schema()
+    report = None if again else checker.cached_report(source)
+    if report is None:
+        with db.session_factory()() as session:
+            report = checker.verify_file(session, source, jobs)
+    else:
+        typer.echo(f"verify: {source} unchanged since its last verification")
+    typer.echo(report.line())
+    for failure in report.failures:
+        typer.echo(f"  {failure.name} (example {failure.index}): {failure.reason}")
+    if report.failures:
+        where = checker.report_path(source)
+        raise RocqcotError(f"{len(report.failures)} examples do not re-check (see {where})")
 
 
 @app.command()
@@ -141,22 +184,227 @@ def run(
     full: Annotated[
         bool, typer.Option(help="the whole library instead of MathComp's ssreflect part")
     ] = False,
-    jobs: Annotated[int | None, typer.Option(help="parallel coqc processes [cores]")] = None,
+    source: Annotated[
+        Path | None, typer.Option("--input", help="another library's source tree")
+    ] = None,
+    prefix: Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")] = None,
+    jobs: Annotated[int | None, typer.Option(help="parallel Rocq processes [cores]")] = None,
+    k_have: Annotated[int, typer.Option(min=0, help="theorems to pick with haves")] = 50,
+    k_wo_have: Annotated[int, typer.Option(min=0, help="theorems to pick without haves")] = 50,
+    base_url: Annotated[
+        str | None, typer.Option(help="an OpenAI-compatible endpoint [ROCQCOT_LLM_BASE_URL]")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="its model [ROCQCOT_LLM_MODEL]")] = None,
+    out: Annotated[Path, typer.Option(help="the dataset's folder")] = DATASET_DIR,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """The main job: every built step in order on the embedded database, then the status."""
-    from app.config import DEFAULT_LIBRARY
-    from app.steps import step_0, step_1
+    """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary."""
+    from app.exports import write_export
 
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
     db.ensure_schema()
     typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
-    if full:
-        source, name, prefix = DEFAULT_LIBRARY, "mathcomp", "mathcomp"
-    else:
-        source, name = DEFAULT_LIBRARY / "ssreflect", "mathcomp-ssreflect"
-        prefix = "mathcomp.ssreflect"
-    step_0.command(source=source, output=None, name=name, prefix=prefix, jobs=jobs)
-    step_1.command(kinds=None, glob_kinds=None)
+    library = library_arguments(full, source, prefix)
+    options = RunOptions(library, jobs or os.cpu_count() or 1, k_have, k_wo_have, base_url, model)
+    with StepProgress(progress) as bars:
+        for number, call in pipeline(options, out):
+            with bars.step(number):
+                call()
+    dataset = out / DATASET_FILE
+    with db.session_factory()() as session:
+        info = write_export(session, 10, "chat", dataset)
     status(as_json=False)
+    report_failures()
+    typer.echo(f"dataset: {info.entries} examples of {info.theorems} theorems in {dataset}")
+    verify(source=dataset, jobs=options.jobs, again=False)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What `rocqcot run` hands the steps."""
+
+    library: dict[str, Any]
+    """Step 0's arguments: source, name, prefix."""
+    jobs: int
+    k_have: int
+    k_wo_have: int
+    base_url: str | None
+    model: str | None
+
+
+def pipeline(options: RunOptions, out: Path) -> list[tuple[int, Callable[[], None]]]:
+    """Each step's command with the main job's arguments, in order."""
+    llm = {"base_url": options.base_url, "model": options.model}
+    arguments: dict[int, dict[str, Any]] = {
+        0: {**options.library, "output": None, "jobs": options.jobs},
+        2: {"max_workers": options.jobs},
+        3: {"k_have": options.k_have, "k_wo_have": options.k_wo_have},
+        4: {"max_workers": options.jobs},
+        5: llm,
+        6: llm,
+        7: llm,
+        9: {"plot_hist": True, "out_dir": out},
+    }
+    calls = []
+    for step in STEPS:
+        module = step_module(step.number)
+        if module is None:
+            raise RocqcotError(f"step {step.number} is not built yet (issue #{step.issue})")
+        calls.append(
+            (step.number, functools.partial(module.command, **arguments.get(step.number, {})))
+        )
+    return calls
+
+
+def library_arguments(full: bool, source: Path | None, prefix: str | None) -> dict[str, Any]:
+    """Step 0's library: MathComp's ssreflect part, all of MathComp, or `--input`."""
+    from app.config import DEFAULT_LIBRARY
+
+    if source is not None:
+        return {"source": source, "name": source.name, "prefix": prefix or source.name}
+    if full:
+        return {"source": DEFAULT_LIBRARY, "name": "mathcomp", "prefix": "mathcomp"}
+    ssreflect = DEFAULT_LIBRARY / "ssreflect"
+    return {"source": ssreflect, "name": "mathcomp-ssreflect", "prefix": "mathcomp.ssreflect"}
+
+
+def report_failures(shown: int = 3) -> None:
+    """The most frequent failures of each table and stage, and why CoTs were not kept."""
+    from app.db.models import STAGED_TABLES, Cot
+
+    lines = []
+    with db.session_factory()() as session:
+        for model in STAGED_TABLES:
+            lines += _failures(session, model, shown)
+        reasons = session.execute(
+            sa.select(Cot.invalid_reason).where(Cot.valid.is_(False))
+        ).scalars()
+        kinds = collections.Counter(reason.partition(":")[0] for reason in reasons)
+    lines += [f"  CoTs not kept ({kind}): {count}" for kind, count in kinds.most_common()]
+    typer.echo("failures: none" if not lines else "failures and CoTs not kept:")
+    for line in lines:
+        typer.echo(line)
+
+
+def _failures(session: Session, model: type, shown: int) -> list[str]:
+    """The most frequent errors of one table's failed rows, per stage."""
+    table = model.__table__
+    reason = sa.func.split_part(sa.func.coalesce(table.c.error, "no reason"), "\n", 1)
+    rows = session.execute(
+        sa.select(table.c.stage, reason, sa.func.count())
+        .where(table.c.status == Status.failed)
+        .group_by(table.c.stage, reason)
+        .order_by(table.c.stage, sa.func.count().desc())
+    ).all()
+    lines, per_stage = [], collections.Counter()
+    for stage, text, count in rows:
+        per_stage[stage] += 1
+        if per_stage[stage] <= shown:
+            lines.append(f"  {table.name} {stage}: {count} x {text[:160]}")
+    return lines
+
+
+class StepProgress:
+    """Progress bars for `rocqcot run`: while a step runs, a thread counts every second the
+    rows its stages finished since it started and the rows still ready for them. The step's
+    own lines and log records are printed above the bars (written straight to the terminal,
+    they would break the display)."""
+
+    def __init__(self, enabled: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import TimeElapsedColumn as Elapsed
+
+        columns = (TextColumn("{task.description:<22}"), BarColumn(30), MofNCompleteColumn())
+        self.enabled = enabled
+        self.bars = Progress(
+            *columns, Elapsed(), console=Console(file=sys.stdout), disable=not enabled,
+            redirect_stdout=False, redirect_stderr=False,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self._logs = _ConsoleLog(self.bars.console)
+        self._handlers: list[logging.Handler] = []
+
+    def __enter__(self) -> StepProgress:
+        self.bars.start()
+        if self.enabled:
+            root = logging.getLogger()
+            self._handlers, root.handlers = root.handlers, [self._logs]
+            self._logs.setFormatter(self._handlers[0].formatter if self._handlers else None)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.bars.stop()
+        if self.enabled:
+            logging.getLogger().handlers = self._handlers
+
+    @contextlib.contextmanager
+    def step(self, number: int) -> Iterator[None]:
+        """Show step `number`'s bar while the block runs."""
+        stages = " + ".join(stage.value for stage, step in STEP_OF.items() if step == number)
+        task = self.bars.add_task(f"step {number:>2} {stages}", total=None)
+        with db.session_factory()() as session:
+            since = session.execute(sa.select(sa.func.now())).scalar_one()
+        self._stop.clear()
+        poller = threading.Thread(target=self._poll, args=(task, number, since), daemon=True)
+        poller.start()
+        output = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(output) if self.enabled else contextlib.nullcontext():
+                yield
+        finally:
+            self._stop.set()
+            poller.join()
+            self._update(task, number, since)
+            if output.getvalue():
+                self.bars.console.print(output.getvalue().rstrip("\n"), markup=False,
+                                        highlight=False)  # fmt: skip
+
+    def _poll(self, task: Any, number: int, since: Any) -> None:
+        while not self._stop.wait(1.0):
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._update(task, number, since)
+
+    def _update(self, task: Any, number: int, since: Any) -> None:
+        finished, remaining = step_counts(number, since)
+        self.bars.update(task, completed=finished, total=finished + remaining)
+
+
+class _ConsoleLog(logging.Handler):
+    """Log records printed above the progress bars."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), markup=False, highlight=False)
+
+
+def step_counts(number: int, since: Any) -> tuple[int, int]:
+    """Rows step `number` finished (done or failed) since `since`, and rows still ready for
+    it or running."""
+    from app.stages import stage_spec
+
+    finished = remaining = 0
+    with db.session_factory()() as session:
+        for stage in (stage for stage, step in STEP_OF.items() if step == number):
+            spec = stage_spec(stage.value)
+            table = spec.model.__table__
+            count = sa.select(sa.func.count()).select_from(table)
+            finished += session.execute(
+                count.where(
+                    table.c.stage == stage,
+                    table.c.status.in_([Status.done, Status.failed]),
+                    table.c.updated_at >= since,
+                )
+            ).scalar_one()
+            waiting = sa.or_(
+                queue._ready(spec),
+                sa.and_(table.c.stage == stage, table.c.status == Status.running),
+            )
+            remaining += session.execute(count.where(waiting), {"worker_name": ""}).scalar_one()
+    return finished, remaining
 
 
 def _add_step_command(step: StepInfo) -> None:

@@ -464,7 +464,7 @@ def check_export(out: Path) -> None:
 
 
 def rocqcot_export(out: Path) -> Path:
-    from app.export import export
+    from app.exports.seed_steps import export
 
     with db.session_factory()() as session:
         assert export(session, 4, out) > 0

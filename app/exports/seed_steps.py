@@ -1,5 +1,5 @@
-"""`rocqcot export --step N --out FILE`: a stage's rows in the file format of the original
-scripts, so downstream training code keeps working."""
+"""The seed exports of steps 1 to 4: each step's rows in the original scripts' JSON format,
+so downstream training code keeps working."""
 
 from __future__ import annotations
 

@@ -1,0 +1,223 @@
+"""`rocqcot run` end to end on the small `demo` library of the step-4 tests (every step, real
+Rocq, PostgreSQL and embeddings, the offline writers), `rocqcot verify` on its dataset and on
+altered copies, a second run that does nothing, a run killed at several points that finishes
+with the same dataset; and (slow) the default run on MathComp's ssreflect part."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.cot import Block
+from app.db import engine as db
+from app.db.models import Cot, Theorem
+from app.exports.examples import TrainingExample
+from app.steps.step_10 import Marked
+from tests.conftest import _clear_engine_caches
+from tests.test_step_4 import make_demo
+
+ARGS = ("--prefix", "demo", "--k-have", "4", "--k-wo-have", "1", "--no-progress")
+DATASET = Path("export/dataset/train.jsonl")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A folder to run in (the export goes to its `export/`) and its database."""
+
+    root: Path
+    env: dict[str, str]
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "app", *args]
+
+    def rocqcot(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args), cwd=self.root, env=self.env, capture_output=True, text=True,
+            timeout=900,
+        )  # fmt: skip
+
+    def run(self, library: Path) -> subprocess.CompletedProcess[str]:
+        return self.rocqcot("run", "--input", str(library), *ARGS)
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("demo") / "in")
+
+
+@pytest.fixture(scope="module")
+def new_workspace(pg_server, tmp_path_factory: pytest.TempPathFactory):
+    """Makes fresh databases and folders (module-scoped: `database_url` is per test)."""
+    names = []
+
+    def make() -> Workspace:
+        name = f"test_run_{uuid.uuid4().hex[:10]}"
+        pg_server.psql(f"CREATE DATABASE {name};")
+        names.append(name)
+        env = dict(os.environ, DATABASE_URL=pg_server.get_uri(database=name, driver="psycopg"))
+        env |= {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONUNBUFFERED": "1"}
+        return Workspace(tmp_path_factory.mktemp("run"), env)
+
+    yield make
+    for name in names:
+        pg_server.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE);")
+
+
+@pytest.fixture(scope="module")
+def done(new_workspace, library: Path) -> Workspace:
+    """A workspace where `rocqcot run` went through once."""
+    place = new_workspace()
+    first = place.run(library)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return place
+
+
+@pytest.fixture
+def connected(done: Workspace, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """This process on the done workspace's database too."""
+    monkeypatch.setenv("DATABASE_URL", done.env["DATABASE_URL"])
+    _clear_engine_caches()
+    yield done
+    db.engine().dispose()
+    _clear_engine_caches()
+
+
+def test_the_main_job_makes_a_verified_chat_dataset(done: Workspace) -> None:
+    dataset = done.root / DATASET
+    lines = [json.loads(line) for line in dataset.read_text().splitlines()]
+    assert lines and all(line["messages"][2]["role"] == "assistant" for line in lines)
+    assert (dataset.parent / "train_card.md").exists()
+    assert (dataset.parent / "proof_lengths.png").exists()
+    report = json.loads((dataset.parent / "train_verify.json").read_text())
+    assert report["examples"] == len(lines) and report["failures"] == []
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(
+        "json", data_files=str(dataset), split="train", cache_dir=str(done.root / "hf")
+    )
+    assert loaded.num_rows == len(lines)
+
+
+def test_a_second_run_does_no_work_already_done(done: Workspace, library: Path) -> None:
+    before = (done.root / DATASET).read_bytes()
+    again = done.run(library)
+    assert again.returncode == 0, again.stdout + again.stderr
+    for line in ("demo unchanged", "0 files extracted", "0 theorems done", "unchanged (same",
+                 "evaluated 0 now", "0 chains of thought written", "0 searched",
+                 "0 blocks chosen", "step 9: nothing to judge", "0 CoTs split now",
+                 "unchanged since its last verification", " 0 failures"):  # fmt: skip
+        assert line in again.stdout, again.stdout
+    assert (done.root / DATASET).read_bytes() == before
+
+
+def example_file(place: Workspace, name: str, examples: list[TrainingExample]) -> Path:
+    path = place.root / name
+    path.write_text("".join(json.dumps(e.to_json()) + "\n" for e in examples))
+    return path
+
+
+def cot_of(fqn: str) -> TrainingExample:
+    """A theorem's CoT as written by step 5 (kept or not), as one example."""
+    with db.session_factory()() as session:
+        blocks = session.execute(
+            sa.select(Cot.blocks).join(Theorem, Theorem.id == Cot.theorem_id)
+            .where(Theorem.fqn == fqn)
+        ).scalar_one()  # fmt: skip
+    marked = tuple(Marked(Block.from_json(block), False) for block in blocks)
+    return TrainingExample(fqn, 0, "", "offline", marked)
+
+
+def test_verify_replays_haves_with_their_proofs(connected: Workspace) -> None:
+    names = ["demo.proofs.dk_pos", "demo.proofs.branchy", "demo.proofs.anon",
+             "demo.proofs.split_me", "demo.proofs.dk_pos_have_1"]  # fmt: skip
+    cots = [cot_of(name) for name in names]
+    assert all(any(m.block.kind == "have" for m in cot.blocks) for cot in cots[:4])
+    path = example_file(connected, "haves.jsonl", cots)
+    result = connected.rocqcot("verify", "--input", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "5 examples of 5 theorems replayed in Rocq" in result.stdout
+    assert " 0 failures" in result.stdout
+
+
+def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
+    anon, dk_pos, branchy = (cot_of(f"demo.proofs.{n}") for n in ("anon", "dk_pos", "branchy"))
+    wrong = list(anon.blocks)
+    first = next(i for i, m in enumerate(wrong) if m.block.kind == "script")
+    wrong[first] = Marked(Block("script", "rewrite nosuchlemma."), False)
+    last = max(i for i, m in enumerate(dk_pos.blocks) if m.block.kind == "script")
+    swapped = tuple(reversed([m for m in branchy.blocks if m.block.kind in ("script", "have")]))
+    split_me = [
+        Marked(Block("have", "have h : n <= n."), False) if m.block.kind == "have" else m
+        for m in cot_of("demo.proofs.split_me").blocks
+    ]
+    examples = [
+        TrainingExample(anon.name, 0, "", "", tuple(wrong)),
+        TrainingExample(dk_pos.name, 0, "", "", dk_pos.blocks[:last]),  # its end is missing
+        TrainingExample(branchy.name, 0, "", "", swapped),
+        TrainingExample("demo.proofs.split_me", 0, "", "", tuple(split_me)),
+        TrainingExample("demo.proofs.bullets", 0, "", "", cot_of("demo.proofs.bullets").blocks),
+        TrainingExample("demo.proofs.no_such", 0, "", "", anon.blocks),
+    ]
+    path = example_file(connected, "bad.jsonl", examples)
+    result = connected.rocqcot("verify", "--input", str(path))
+    assert result.returncode == 1 and "5 examples do not re-check" in result.stderr
+    report = json.loads(path.with_name("bad_verify.json").read_text())
+    reasons = {f["name"].rpartition(".")[2]: f["reason"] for f in report["failures"]}
+    assert set(reasons) == {"anon", "dk_pos", "branchy", "split_me", "no_such"}
+    assert reasons["anon"].startswith("code block 1 `rewrite nosuchlemma.`: ")
+    assert reasons["dk_pos"] == "goals remain after the last code block"
+    assert reasons["branchy"].startswith("code block 1 `by rewrite e.`: ")
+    assert reasons["split_me"].startswith("have block 2 `have h : n <= n.` is not one of")
+    assert reasons["no_such"] == "no such theorem in the database"
+
+
+def run_until(place: Workspace, library: Path, marker: str) -> None:
+    """Start `rocqcot run`, kill it (and its Rocq processes) once `marker` is printed."""
+    process = subprocess.Popen(
+        place.command("run", "--input", str(library), *ARGS), cwd=place.root, env=place.env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    deadline = time.monotonic() + 600
+    for line in process.stdout:
+        if marker in line or time.monotonic() > deadline:
+            break
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_a_killed_run_finishes_with_the_same_dataset(
+    done: Workspace, new_workspace, library: Path
+) -> None:
+    place = new_workspace()
+    for marker in ("step 1:", "step 3:", "step 6:", "step 8:"):
+        run_until(place, library, marker)
+    final = place.run(library)
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert (place.root / DATASET).read_bytes() == (done.root / DATASET).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_default_run_on_mathcomp_ssreflect(new_workspace) -> None:
+    place = new_workspace()
+    started = time.monotonic()
+    result = place.rocqcot("run", "--no-progress")
+    print(result.stdout, f"\n{time.monotonic() - started:.0f} s")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 failures" in result.stdout
+    datasets = pytest.importorskip("datasets")
+    loaded = datasets.load_dataset(
+        "json", data_files=str(place.root / DATASET), split="train",
+        cache_dir=str(place.root / "hf"),
+    )  # fmt: skip
+    assert loaded.num_rows > 0
