@@ -400,7 +400,7 @@ def step_counts(number: int, since: Any) -> tuple[int, int]:
                 )
             ).scalar_one()
             waiting = sa.or_(
-                queue._ready(spec),
+                queue.ready_rows(spec),
                 sa.and_(table.c.stage == stage, table.c.status == Status.running),
             )
             remaining += session.execute(count.where(waiting), {"worker_name": ""}).scalar_one()

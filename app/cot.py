@@ -262,14 +262,14 @@ def check_cot(blocks: list[Block], item: CotInput) -> tuple[Block, ...]:
         if block.kind == "have" and not searched:
             raise CotError(f"have block {number} does not follow a search without target")
         if block.kind in CODE_KINDS:
-            position, searched = _match_code(block, number, expected, position), False
+            position, searched = match_code(block, number, expected, position), False
         checked.append(block)
     if position < len(expected):
         raise CotError(f"the chain of thought stops before the tactic `{expected[position].code}`")
     return tuple(checked)
 
 
-def _match_code(block: Block, number: int, expected: list[Step], position: int) -> int:
+def match_code(block: Block, number: int, expected: list[Step], position: int) -> int:
     """Where the proof continues after this script or have block, if it is the proof's next
     chain(s): a have is exactly one have step; a script is one or more other steps."""
     where = f"{block.kind} block {number} `{_excerpt(block.content)}`"

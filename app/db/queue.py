@@ -25,7 +25,7 @@ def _table(spec: StageSpec) -> sa.Table:
     return spec.model.__table__  # type: ignore[return-value]
 
 
-def _ready(spec: StageSpec) -> sa.ColumnElement[bool]:
+def ready_rows(spec: StageSpec) -> sa.ColumnElement[bool]:
     """Rows that the stage may take: done with the input stage, or waiting in this stage."""
     t = _table(spec)
     waiting = sa.and_(
@@ -59,7 +59,7 @@ def _statements(spec: StageSpec) -> _Statements:
     lease = sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, spec.lease_seconds)
     ready = (
         sa.select(t.c.id)
-        .where(_ready(spec))
+        .where(ready_rows(spec))
         .order_by(*spec.order_by(), t.c.id)
         .limit(sa.bindparam("limit"))
         .with_for_update(skip_locked=True)

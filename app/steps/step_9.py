@@ -34,7 +34,7 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.cot import CODE_KINDS, Block, CotError, Step, _match_code
+from app.cot import CODE_KINDS, Block, CotError, Step, match_code
 from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, LibraryObject, ProofStep, SearchBlock, Theorem
 from app.errors import RocqcotError
@@ -168,7 +168,7 @@ def filtered_blocks(cot: CotData, top_k: int) -> tuple[Block, ...]:
         blocks.append(block)
         if block.kind in CODE_KINDS:
             try:
-                position = _match_code(block, index + 1, expected, position)
+                position = match_code(block, index + 1, expected, position)
             except CotError as error:
                 raise InvalidCot(f"code not the proof's: {error}") from None
             blocks.append(Block("result", code_result(block.kind, expected[position - 1])))
