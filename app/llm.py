@@ -617,6 +617,15 @@ class StepReport:
         )
 
 
+def default_writer(
+    step: int, writer_for: Callable[[LlmSettings], T]
+) -> Callable[[], contextlib.AbstractContextManager[T]]:
+    """The `resources` of an LLM stage run by a plain `rocqcot worker`: its writer, built once
+    per process from the step's settings file and the environment."""
+    writer = functools.cache(lambda: writer_for(load_settings(step)))
+    return lambda: contextlib.nullcontext(writer())
+
+
 def run_llm_step(
     step: int,
     spec: StageSpec,

@@ -15,8 +15,6 @@ row (blocks as JSON, stage `cot`, done), each with its writer (`offline` or `llm
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -271,12 +269,6 @@ def writer_for(settings: llm.LlmSettings) -> Writer:
     return LlmCotWriter(llm.LlmClient(settings)) if settings.online else offline_result
 
 
-@functools.cache
-def _default_writer() -> Writer:
-    """For `rocqcot worker --stage cot`: the file's and the environment's settings."""
-    return writer_for(llm.load_settings(5))
-
-
 SPEC = register(
     StageSpec(
         stage=Stage.cot,
@@ -286,7 +278,7 @@ SPEC = register(
         run=run,
         store=store,
         ready_filter=lambda: Theorem.evaluation.is_not(None),
-        resources=lambda: contextlib.nullcontext(_default_writer()),
+        resources=llm.default_writer(5, writer_for),
     )
 )
 

@@ -12,7 +12,6 @@ docstring is built from the statement. Either way it is stored with its source (
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import re
@@ -151,12 +150,6 @@ def writer_for(settings: llm.LlmSettings) -> Writer:
     return LlmDocWriter(llm.LlmClient(settings)) if settings.online else offline_writer
 
 
-@functools.cache
-def _default_writer() -> Writer:
-    """For `rocqcot worker --stage docstring`: the file's and the environment's settings."""
-    return writer_for(llm.load_settings(6))
-
-
 SPEC = register(
     StageSpec(
         stage=Stage.docstring,
@@ -166,7 +159,7 @@ SPEC = register(
         run=run,
         store=store,
         ready_filter=needs_docstring,
-        resources=lambda: contextlib.nullcontext(_default_writer()),
+        resources=llm.default_writer(6, writer_for),
     )
 )
 

@@ -515,12 +515,6 @@ def writer_for(settings: llm.LlmSettings) -> RepairWriter:
     return LlmRepairWriter(llm.LlmClient(settings)) if settings.online else offline_repair
 
 
-@functools.cache
-def _default_writer() -> RepairWriter:
-    """For `rocqcot worker --stage repair`: the file's and the environment's settings."""
-    return writer_for(llm.load_settings(7))
-
-
 REPAIR_SPEC = register(
     StageSpec(
         stage=Stage.repair,
@@ -530,7 +524,7 @@ REPAIR_SPEC = register(
         run=run_repair,
         store=store_repair,
         order_by=lambda: [SearchBlock.cot_id],
-        resources=lambda: contextlib.nullcontext(_default_writer()),
+        resources=llm.default_writer(7, writer_for),
     )
 )
 
