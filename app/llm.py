@@ -22,11 +22,13 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -206,15 +208,17 @@ def cost_of(response: Mapping[str, Any], settings: LlmSettings) -> float:
 class CallCache:
     """The `llm_calls` table: answers by request hash, their tokens and what they cost.
 
-    It is on the path of every request, from many worker threads at once, so it runs two
-    plain statements on a few autocommit psycopg connections of its own (taken from the
-    engine and detached, shared by every thread): one round trip each, none of the pool's
-    checkout, BEGIN and ROLLBACK, and no burst of new server processes when fifty threads ask
-    together (measured with `bench/llm.py`: a few connections beat one per thread).
+    Every request of every worker thread looks here first and records its answer after, so
+    one thread of the cache's own serves them all, on one autocommit connection, in batches:
+    the lookups and records that queued while its last statement ran go out together, one
+    statement each (`= ANY(keys)`, a pipelined multi-row insert). Fifty threads asking at once
+    cost a few round trips instead of a hundred, and hold no connection while they wait
+    (measured with `bench/llm.py`). A caller waits for its own batch, so an answer is in the
+    table before it is used.
     """
 
-    GET = "SELECT response, cost_usd FROM llm_calls WHERE request_hash = %s"
-    """A cached answer and its cost."""
+    GET = "SELECT request_hash, response, cost_usd FROM llm_calls WHERE request_hash = ANY(%s)"
+    """The cached answers, with their cost, among some request hashes."""
     PUT = (
         "INSERT INTO llm_calls (request_hash, model, request, response, prompt_tokens,"
         " completion_tokens, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -224,17 +228,14 @@ class CallCache:
     SPENT = "SELECT coalesce(sum(cost_usd), 0) FROM llm_calls"
     """The cost of every recorded call (all steps, all machines sharing the database)."""
 
-    def __init__(self, connections: int = 4) -> None:
-        self._idle: list[Any] = []
-        self._lock = threading.Lock()
-        self._permits = threading.BoundedSemaphore(connections)
-        """At most this many connections (a statement holds one for a fraction of a
-        millisecond; every connection is a server process)."""
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_CacheJob | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
 
     def get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The cached response and its cost, if this request was answered before."""
-        row = self._run(self.GET, (key,))
-        return (row[0], float(row[1])) if row else None
+        return self._submit("get", key)
 
     def put(
         self,
@@ -244,56 +245,110 @@ class CallCache:
         response: dict[str, Any],
         answer: Answer,
     ) -> None:
-        """Record an answer with its tokens and cost."""
+        """Record an answer with its tokens and cost (returns once it is in the table)."""
         from psycopg.types.json import Jsonb
 
         tokens = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
-        self._run(self.PUT, (key, model, Jsonb(request), Jsonb(response), *tokens))
+        self._submit("put", (key, model, Jsonb(request), Jsonb(response), *tokens))
 
     def spent(self) -> float:
         """The cost of every recorded call."""
-        row = self._run(self.SPENT, ())
-        return float(row[0]) if row else 0.0
-
-    def _run(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """One statement; a connection found dead (server restarted) is replaced once."""
-        import psycopg
-
-        with self._permits:
-            for retry in (False, True):
-                connection = self._take()
-                try:
-                    cursor = connection.execute(sql, params)
-                    row = cursor.fetchone() if cursor.description else None
-                except psycopg.OperationalError:
-                    connection.close()
-                    if retry:
-                        raise
-                    continue
-                with self._lock:
-                    self._idle.append(connection)
-                return row
-        return None
-
-    def _take(self) -> Any:
-        with self._lock:
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed:
-                    return connection
-        pooled = db.engine().raw_connection()
-        connection = pooled.driver_connection
-        pooled.detach()
-        connection.rollback()  # the pool may have begun a transaction on checkout
-        connection.autocommit = True
-        return connection
+        return self._submit("spent", None)
 
     def close(self) -> None:
-        """Close the cache's connections (they are also closed when the process ends)."""
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for connection in idle:
-            connection.close()
+        """Stop the cache's thread and close its connection (the next call starts them
+        again)."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._jobs.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _submit(self, kind: str, payload: Any) -> Any:
+        job = _CacheJob(kind, payload)
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="llm-cache", daemon=True)
+                self._thread.start()
+            self._jobs.put(job)
+        return job.result.result()
+
+    def _serve(self) -> None:
+        """Run queued jobs in batches until `close`."""
+        connection = None
+        stopping = False
+        try:
+            while not stopping:
+                batch = [self._jobs.get()]
+                while not self._jobs.empty():
+                    batch.append(self._jobs.get())
+                stopping = None in batch
+                if jobs := [job for job in batch if job is not None]:
+                    connection = self._run_batch(connection, jobs)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _run_batch(self, connection: Any, batch: list[_CacheJob]) -> Any:
+        """Run a batch and hand each caller its result or the error; a connection found
+        dead (the server restarted) is replaced once. Returns the connection to keep."""
+        import psycopg
+
+        failure: Exception | None = None
+        for _attempt in range(2):
+            try:
+                connection = connection or _autocommit_connection()
+                results = self._statements(connection, batch)
+            except (psycopg.OperationalError, sa.exc.OperationalError) as error:
+                if connection is not None:
+                    connection.close()
+                connection, failure = None, error
+                continue
+            except Exception as error:  # a bad statement: each caller sees why
+                failure = error
+                break
+            for job in batch:
+                job.result.set_result(results.get(id(job)))
+            return connection
+        for job in batch:
+            job.result.set_exception(failure)
+        return connection
+
+    def _statements(self, connection: Any, batch: list[_CacheJob]) -> dict[int, Any]:
+        """One statement per kind of job in the batch; each job's result by its id."""
+        results: dict[int, Any] = {}
+        with connection.cursor() as cursor:
+            if rows := [job.payload for job in batch if job.kind == "put"]:
+                cursor.executemany(self.PUT, rows)
+            if keys := [job.payload for job in batch if job.kind == "get"]:
+                rows = cursor.execute(self.GET, (keys,))
+                found = {key: (response, float(cost)) for key, response, cost in rows}
+                results |= {id(j): found.get(j.payload) for j in batch if j.kind == "get"}
+            if any(job.kind == "spent" for job in batch):
+                total = float(cursor.execute(self.SPENT).fetchone()[0])
+                results |= {id(j): total for j in batch if j.kind == "spent"}
+        return results
+
+
+@dataclass
+class _CacheJob:
+    """A lookup, record or sum waiting for the cache's thread."""
+
+    kind: str
+    payload: Any
+    result: Future[Any] = field(default_factory=Future)
+
+
+def _autocommit_connection() -> Any:
+    """A psycopg connection of the engine's (same server and session settings), detached
+    from its pool and in autocommit: each statement is its own transaction."""
+    pooled = db.engine().raw_connection()
+    connection = pooled.driver_connection
+    pooled.detach()
+    connection.rollback()  # the pool may have begun a transaction on checkout
+    connection.autocommit = True
+    return connection
 
 
 class Pacer:

@@ -8,6 +8,7 @@ import logging
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,36 @@ def test_other_parameters_are_another_request(migrated: str, server: LlmServer) 
     llm.LlmClient(settings(server, request_config={"temperature": 0.5})).complete(HELLO)
     llm.LlmClient(settings(server, model="other")).complete(HELLO)
     assert server.count == 3
+
+
+def test_many_threads_share_the_cache_in_batches(migrated: str, server: LlmServer) -> None:
+    client = llm.LlmClient(settings(server, max_workers=16))
+    questions = [[{"role": "user", "content": f"q{i}"}] for i in range(64)]
+    with ThreadPoolExecutor(16) as pool:
+        first = list(pool.map(client.complete, questions))
+        again = list(pool.map(client.complete, questions))
+    assert not any(a.cached for a in first) and all(a.cached for a in again)
+    assert [a.request_hash for a in again] == [a.request_hash for a in first]
+    assert server.count == 64 and len(recorded()) == 64
+    client.close()
+    assert client.complete(questions[0]).cached  # a closed cache starts again when asked
+
+
+def test_the_cache_reconnects_when_its_connection_dies(migrated: str, server: LlmServer) -> None:
+    """As after a database restart: the cache's server process is terminated under it."""
+    client = llm.LlmClient(settings(server))
+    client.complete(HELLO)
+    with db.engine().begin() as connection:
+        killed = connection.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    assert client.complete(HELLO).cached
+    assert client.complete([{"role": "user", "content": "new"}]).cached is False
+    assert server.count == 2
 
 
 def test_cost_from_prices_when_the_endpoint_reports_none(migrated: str, server: LlmServer):

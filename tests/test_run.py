@@ -181,17 +181,20 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
     assert reasons["no_such"] == "no such theorem in the database"
 
 
-def run_until(place: Workspace, library: Path, marker: str) -> None:
-    """Start `rocqcot run`, kill it (and its Rocq processes) once `marker` is printed."""
+def run_until(place: Workspace, args: tuple[str, ...], marker: str, after: float = 0.0) -> None:
+    """Start `rocqcot run`, kill it (and its Rocq processes) `after` seconds after `marker` is
+    printed (an empty marker: after the start)."""
     process = subprocess.Popen(
-        place.command("run", "--input", str(library), *ARGS), cwd=place.root, env=place.env,
+        place.command("run", *args), cwd=place.root, env=place.env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     assert process.stdout is not None
-    deadline = time.monotonic() + 600
-    for line in process.stdout:
-        if marker in line or time.monotonic() > deadline:
-            break
+    deadline = time.monotonic() + 900
+    if marker:
+        for line in process.stdout:
+            if marker in line or time.monotonic() > deadline:
+                break
+    time.sleep(after)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -201,7 +204,7 @@ def test_a_killed_run_finishes_with_the_same_dataset(
 ) -> None:
     place = new_workspace()
     for marker in ("step 1:", "step 3:", "step 6:", "step 8:"):
-        run_until(place, library, marker)
+        run_until(place, ("--input", str(library), *ARGS), marker)
     final = place.run(library)
     assert final.returncode == 0, final.stdout + final.stderr
     assert (place.root / DATASET).read_bytes() == (done.root / DATASET).read_bytes()
@@ -221,3 +224,20 @@ def test_the_default_run_on_mathcomp_ssreflect(new_workspace) -> None:
         cache_dir=str(place.root / "hf"),
     )  # fmt: skip
     assert loaded.num_rows > 0
+
+
+@pytest.mark.slow
+def test_a_killed_default_run_finishes_with_the_same_dataset(new_workspace) -> None:
+    """The acceptance of the main job: killed in the build, in the middle of the evaluation,
+    of the searches and of the split, then started again, it writes the dataset that one
+    uninterrupted run writes, byte for byte."""
+    reference = new_workspace()
+    whole = reference.rocqcot("run", "--no-progress")
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    place = new_workspace()
+    for marker, after in (("", 20.0), ("step 3:", 60.0), ("step 6:", 20.0), ("step 9:", 1.0)):
+        run_until(place, ("--no-progress",), marker, after)
+    final = place.rocqcot("run", "--no-progress")
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert " 0 failures" in final.stdout
+    assert (place.root / DATASET).read_bytes() == (reference.root / DATASET).read_bytes()
