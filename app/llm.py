@@ -2,8 +2,8 @@
 
 Any OpenAI-compatible endpoint works (OpenAI, OpenRouter, vLLM, llama.cpp, Ollama): the
 `openai` package posts the step's `request_config` as it is, so provider-specific options pass
-through untouched. Every answer is cached in `llm_calls` under a hash of (model, messages,
-parameters) before it is used, so a rerun, or a reprocess after a crash, sends nothing that
+through untouched. Every answer is recorded in `llm_calls` under a hash of (model, messages,
+parameters) as soon as it arrives, so a rerun, or a reprocess after a crash, sends nothing that
 was already answered. At most `max_workers` requests are in flight, request starts are spread
 by `mean_delay` (jittered), 429/5xx/timeouts/connection errors are retried with exponential
 backoff and jitter, honouring `Retry-After`, and `ask` re-asks (a bounded number of times) when
@@ -13,6 +13,7 @@ is built and handed to `openai` only: it is never stored, printed or logged.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import email.utils
@@ -25,6 +26,7 @@ import os
 import queue
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -212,9 +214,11 @@ class CallCache:
     one thread of the cache's own serves them all, on one autocommit connection, in batches:
     the lookups and records that queued while its last statement ran go out together, one
     statement each (`= ANY(keys)`, a pipelined multi-row insert). Fifty threads asking at once
-    cost a few round trips instead of a hundred, and hold no connection while they wait
-    (measured with `bench/llm.py`). A caller waits for its own batch, so an answer is in the
-    table before it is used.
+    cost a few round trips instead of a hundred (measured with `bench/llm.py`). A lookup waits
+    for its batch; a record does not (it would delay every request of its thread by a round
+    trip): it is in the table a few milliseconds later, and `close` (also run at exit) waits
+    for the last ones. A crash in those milliseconds costs what a crash during the request
+    costs: the question is asked again.
     """
 
     GET = "SELECT request_hash, response, cost_usd FROM llm_calls WHERE request_hash = ANY(%s)"
@@ -228,14 +232,16 @@ class CallCache:
     SPENT = "SELECT coalesce(sum(cost_usd), 0) FROM llm_calls"
     """The cost of every recorded call (all steps, all machines sharing the database)."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine: sa.Engine) -> None:
+        self._engine = engine
         self._jobs: queue.SimpleQueue[_CacheJob | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        atexit.register(self.close)
 
     def get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The cached response and its cost, if this request was answered before."""
-        return self._submit("get", key)
+        return self._submit("get", key).result.result()
 
     def put(
         self,
@@ -245,34 +251,34 @@ class CallCache:
         response: dict[str, Any],
         answer: Answer,
     ) -> None:
-        """Record an answer with its tokens and cost (returns once it is in the table)."""
+        """Record an answer with its tokens and cost, without waiting for the table."""
         from psycopg.types.json import Jsonb
 
         tokens = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
-        self._submit("put", (key, model, Jsonb(request), Jsonb(response), *tokens))
+        job = self._submit("put", (key, model, Jsonb(request), Jsonb(response), *tokens))
+        job.result.add_done_callback(functools.partial(_log_lost_record, key))
 
     def spent(self) -> float:
         """The cost of every recorded call."""
-        return self._submit("spent", None)
+        return self._submit("spent", None).result.result()
 
     def close(self) -> None:
-        """Stop the cache's thread and close its connection (the next call starts them
-        again)."""
-        with self._start_lock:
-            thread, self._thread = self._thread, None
-            if thread is not None:
+        """Wait for the queued records, stop the cache's thread and close its connection (the
+        next call starts them again)."""
+        with self._start_lock:  # no new thread serves the queue before this one is done
+            if self._thread is not None:
                 self._jobs.put(None)
-        if thread is not None:
-            thread.join()
+                self._thread.join()
+                self._thread = None
 
-    def _submit(self, kind: str, payload: Any) -> Any:
+    def _submit(self, kind: str, payload: Any) -> _CacheJob:
         job = _CacheJob(kind, payload)
         with self._start_lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="llm-cache", daemon=True)
                 self._thread.start()
             self._jobs.put(job)
-        return job.result.result()
+        return job
 
     def _serve(self) -> None:
         """Run queued jobs in batches until `close`."""
@@ -298,7 +304,7 @@ class CallCache:
         failure: Exception | None = None
         for _attempt in range(2):
             try:
-                connection = connection or _autocommit_connection()
+                connection = connection or _autocommit_connection(self._engine)
                 results = self._statements(connection, batch)
             except (psycopg.OperationalError, sa.exc.OperationalError) as error:
                 if connection is not None:
@@ -340,15 +346,35 @@ class _CacheJob:
     result: Future[Any] = field(default_factory=Future)
 
 
-def _autocommit_connection() -> Any:
+def _log_lost_record(key: str, done: Future[Any]) -> None:
+    if (error := done.exception()) is not None:
+        log.warning("llm answer %s not recorded (%s): it will be asked again", key, error)
+
+
+def _autocommit_connection(engine: sa.Engine) -> Any:
     """A psycopg connection of the engine's (same server and session settings), detached
     from its pool and in autocommit: each statement is its own transaction."""
-    pooled = db.engine().raw_connection()
+    pooled = engine.raw_connection()
     connection = pooled.driver_connection
     pooled.detach()
     connection.rollback()  # the pool may have begun a transaction on checkout
     connection.autocommit = True
     return connection
+
+
+_caches: dict[str, CallCache] = {}
+_caches_lock = threading.Lock()
+
+
+def shared_cache() -> CallCache:
+    """The process's cache of the current database: every client of the process goes through
+    one queue, so an answer one of them recorded is found by any later lookup."""
+    engine = db.engine()
+    key = engine.url.render_as_string()
+    with _caches_lock:
+        if key not in _caches:
+            _caches[key] = CallCache(engine)
+        return _caches[key]
 
 
 class Pacer:
@@ -424,13 +450,18 @@ class LlmClient:
         import openai  # the client is only needed when an endpoint is configured
 
         self.settings = settings
-        self.cache = cache or CallCache()
+        self.cache = cache or shared_cache()
+        self._tls = ssl.create_default_context()
+        """Built once: loading the trusted certificates costs 20 ms of CPU each time."""
         self._openai = openai.OpenAI(
             base_url=settings.base_url,
             api_key=os.environ.get(ENV_KEY) or "unused",  # local servers need none
             max_retries=0,  # retries are ours: Retry-After, jitter, a shared pacer
             timeout=settings.timeout_seconds,
+            http_client=openai.DefaultHttpxClient(verify=self._tls),
         )
+        self._per_thread = threading.local()
+        self._copies: list[Any] = []
         self._slots = threading.BoundedSemaphore(settings.max_workers)
         self._pacer = Pacer(settings.mean_delay)
         self._rng = random.Random()
@@ -438,8 +469,29 @@ class LlmClient:
         self._count_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release the cache's database connections (the client can still be used)."""
+        """Wait for the cache's records and release the connections (the client can still be
+        used)."""
         self.cache.close()
+        with self._count_lock:
+            copies, self._copies = self._copies, []
+            self._per_thread = threading.local()
+        for copy in copies:
+            copy.close()
+
+    def _endpoint(self) -> Any:
+        """This thread's `openai` client: a copy with a connection pool of its own. One pool
+        shared by every worker thread passes each request's start and end through one lock and
+        a scan of all its connections, which costs more than the whole cache (measured with
+        `bench/llm.py`)."""
+        import openai
+
+        copy = getattr(self._per_thread, "client", None)
+        if copy is None:
+            copy = self._openai.copy(http_client=openai.DefaultHttpxClient(verify=self._tls))
+            with self._count_lock:
+                self._copies.append(copy)
+                self._per_thread.client = copy
+        return copy
 
     @property
     def sent(self) -> int:
@@ -512,7 +564,7 @@ class LlmClient:
                 self._sent += 1
             try:
                 with self._slots:
-                    response = self._openai.post("/chat/completions", body=body, cast_to=object)
+                    response = self._endpoint().post("/chat/completions", body=body, cast_to=object)
                 if not isinstance(response, dict):
                     raise LlmUnavailable(f"the endpoint answered {type(response).__name__}")
                 return response
