@@ -612,7 +612,8 @@ class FileNames:
 
     def name_at(self, fqn: str, byte: int) -> str:
         """The name Rocq gives a glob name at a point: the sections still open are part of it
-        (`seq.nth` is `seq.Sequences.nth` inside section `Sequences`)."""
+        (`seq.nth` is `seq.Sequences.nth` inside section `Sequences`). For `Check` there, not
+        as an identity: the dictionary knows the object by the glob name."""
         opened = []
         for section in self.sections_of.get(fqn, ()):
             if not section.opened_at(byte):

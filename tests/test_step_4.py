@@ -361,6 +361,8 @@ def test_step_4_replays_annotates_and_reruns(demo, subprocess_env, tmp_path: Pat
     check_sections_and_variables(theorems)
     check_haves(theorems)
     assert check_dependencies(demo[1]) >= 5
+    unknown, total = check_dictionary_fqns("demo")
+    assert unknown == [] and total >= 5
     before = dump()
     step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=False)
     assert dump() == before, "a rerun changed rows"
@@ -383,8 +385,9 @@ def check_sections_and_variables(theorems: dict[str, Theorem]) -> None:
     first = steps_of("demo.proofs.dk_pos")[0]
     assert first.chain == "rewrite dkE /kk." and "k_pos" in first.goals_with_gvars
     assert "k_pos" not in first.goals
-    [dke] = first.dependencies
-    assert (dke["fqn"], dke["kind"], dke["type"]) == ("demo.proofs.Doubling.dkE", "thm", "dk = kk")
+    [dke] = first.dependencies  # used inside its own section: its fqn leaves the section out
+    assert (dke["fqn"], dke["kind"], dke["type"]) == ("demo.proofs.dkE", "thm", "dk = kk")
+    assert dke["located"] == "demo.proofs.Doubling.dkE"
     bullets = [s.chain for s in steps_of("demo.proofs.bullets")]
     assert bullets == ["split.", "- by [].", "- case: n => [|m].", "+ by [].", "+ { by []. }"]
     notations = theorems["demo.proofs.bullets"].evaluation["statement_notations"]
@@ -413,7 +416,7 @@ def check_haves(theorems: dict[str, Theorem]) -> None:
 
 
 def check_dependencies(output: Path, prefix: str = "demo", files: int = 1) -> int:
-    """Every dependency's name is one `Locate` gives for the name as written, at that point
+    """Every dependency's located name is one `Locate` gives for the name as written, at that point
     (in the proof of the theorem it was found in, its sections open), for the chains of the
     evaluated theorems of the first `files` files that have some; returns how many."""
     with db.session_factory()() as session:
@@ -433,10 +436,26 @@ def check_dependencies(output: Path, prefix: str = "demo", files: int = 1) -> in
                 state = State(file, end - len("Qed."))  # inside the proof, its sections open
                 for dependency in dependencies:
                     located = session.query(state, f"Locate {dependency['name']}.")
-                    assert dependency["fqn"] in re.findall(r"\S+\.\S+", located), located
+                    assert dependency["located"] in re.findall(r"\S+\.\S+", located), located
                     assert dependency["type"]
                     checked += 1
     return checked
+
+
+def check_dictionary_fqns(prefix: str) -> tuple[list[str], int]:
+    """The fqns of the library's dependencies (chains, statements, section variables) that
+    are no dictionary entry's (the searches cannot find them), and how many there are in all."""
+    with db.session_factory()() as session:
+        known = set(session.execute(sa.select(LibraryObject.fqn)).scalars())
+        chains = session.execute(sa.select(ProofStep.dependencies)).scalars()
+        evaluations = session.execute(sa.select(Theorem.evaluation)).scalars()
+        fqns = [d["fqn"] for deps in chains for d in deps]
+        for evaluation in filter(None, evaluations):
+            fqns += [d["fqn"] for d in evaluation.get("statement_dependencies") or []]
+            variables = evaluation.get("global_variables") or []
+            fqns += [d["fqn"] for v in variables for d in v.get("dependencies") or []]
+    ours = [fqn for fqn in fqns if fqn.startswith(f"{prefix}.")]
+    return sorted(set(ours) - known), len(ours)
 
 
 def check_export(out: Path) -> None:
@@ -508,4 +527,6 @@ def test_full_mathcomp(tmp_path: Path, subprocess_env) -> None:
     for theorem in (t for t in theorems.values() if t.status == Status.done):
         assert steps_of(theorem.fqn)[-1].goals == "No more goals."
     assert check_dependencies(output, "mathcomp", files=3) > 100
+    unknown, total = check_dictionary_fqns("mathcomp")
+    assert total > 1000 and len(unknown) <= total // 200, unknown  # a few the glob misnames
     shutil.rmtree(output, ignore_errors=True)

@@ -13,9 +13,11 @@ and a worker keeps to its file): as long as the tagged proof has the file's sent
 chain's state is the file's own prefix (`at`), so the proof runs once; where step 2 rewrote the
 proof, the rest of it runs as steps on top. The section's variables are the first hypotheses of
 the statement's context whose names the section declares. Dependencies are the glob references
-inside a chain's text (never hypotheses or local names), named as Rocq's `Locate` names them at
-that point (a section still open is part of the name), each with its type from `Check` (cached
-per object) and its dictionary entry.
+inside a chain's text (never hypotheses or local names), each named by its dictionary fqn (the
+glob definition's, sections left out: what the searches of the CoTs look up) and by the name
+Rocq's `Locate` gives it at that point (`located`: a section still open is part of it), with
+its type from `Check` of that name (cached per name) and its dictionary entry. Where Rocq does
+not know the glob's name (the glob drops some module paths), both are the name it locates.
 
 Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
 statement is the have's goal as a lemma over the local context, run after the parent's `Qed`
@@ -638,7 +640,8 @@ class Evaluator:
 
     def _names(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
         """The objects and the notations named in character ranges of the file, each once, in
-        order, with their type (objects) and dictionary entry."""
+        order, by dictionary fqn, with their dictionary entry (objects: also the name located at
+        this point and its type)."""
         objects: dict[str, dict[str, Any]] = {}
         notations: dict[str, dict[str, Any]] = {}
         for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
@@ -647,14 +650,16 @@ class Evaluator:
                 notations[ref.fqn] = {"notation": ref.notation, "scope": ref.scope,
                                       "fqn": ref.fqn, "info": info}  # fmt: skip
             elif ref.kind != "not" and ref.fqn not in objects:
-                fqn, type_ = self._resolve(ref, state)
-                objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "kind": ref.kind,
-                                    "type": type_, "info": info}  # fmt: skip
+                fqn, located, type_ = self._resolve(ref, state)
+                objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "located": located,
+                                    "kind": ref.kind, "type": type_, "info": info}  # fmt: skip
         return list(objects.values()), list(notations.values())
 
-    def _resolve(self, ref: Ref, state: State) -> tuple[str, str | None]:
-        """The name Rocq locates for a reference at this point, and its type, cached by that
-        name (an object of a section still open has another name, and type, once it closes)."""
+    def _resolve(self, ref: Ref, state: State) -> tuple[str, str, str | None]:
+        """A reference's fqn, the name Rocq locates for it at this point and its type, cached by
+        that name (an object of a section still open has another name, and type, once it
+        closes). The fqn is the glob's, the dictionary's, unless Rocq does not know that name
+        (the glob drops some module paths) and locates the text as another object."""
         name = self.file.name_at(ref.fqn, self.point)
         final, cache = name == ref.fqn, self.held.types
         if name not in cache:
@@ -663,7 +668,8 @@ class Evaluator:
             located, type_ = cache[name]
             if final and not cached and type_ and located == name and ref.fqn in self.file.entries:
                 self.new_types[ref.fqn] = type_
-        return cache[name]
+        located, type_ = cache[name]
+        return ref.fqn if located == name else located, located, type_
 
     def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
         """`Check @name`; a glob name Rocq does not know is located from the text instead."""
