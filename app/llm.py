@@ -211,18 +211,18 @@ class CallCache:
     """The `llm_calls` table: answers by request hash, their tokens and what they cost.
 
     Every request of every worker thread looks here first and records its answer after, so
-    one thread of the cache's own serves them all, on one autocommit connection, in batches:
-    the lookups and records that queued while its last statement ran go out together, one
-    statement each (`= ANY(keys)`, a pipelined multi-row insert). Fifty threads asking at once
-    cost a few round trips instead of a hundred (measured with `bench/llm.py`). A lookup waits
-    for its batch; a record does not (it would delay every request of its thread by a round
-    trip): it is in the table a few milliseconds later, and `close` (also run at exit) waits
-    for the last ones. A crash in those milliseconds costs what a crash during the request
-    costs: the question is asked again.
+    both must cost the request little (measured with `bench/llm.py`). A lookup runs in its own
+    thread on one of a few autocommit connections kept by the cache (a connection per thread
+    would start dozens of server processes at once; a lookup thread of the cache's own would
+    add two thread switches to every request). A record does not hold up its request at all:
+    a writer thread inserts whatever queued while its last insert ran, in one pipelined
+    statement; lookups of this process find a record on its way in memory, and `close` (also
+    run at exit) waits for the last ones. A crash in those milliseconds costs what a crash
+    during the request costs: the question is asked again.
     """
 
-    GET = "SELECT request_hash, response, cost_usd FROM llm_calls WHERE request_hash = ANY(%s)"
-    """The cached answers, with their cost, among some request hashes."""
+    GET = "SELECT response, cost_usd FROM llm_calls WHERE request_hash = %s"
+    """A cached answer and its cost."""
     PUT = (
         "INSERT INTO llm_calls (request_hash, model, request, response, prompt_tokens,"
         " completion_tokens, cost_usd) VALUES (%s, %s, %s, %s, %s, %s, %s)"
@@ -232,16 +232,24 @@ class CallCache:
     SPENT = "SELECT coalesce(sum(cost_usd), 0) FROM llm_calls"
     """The cost of every recorded call (all steps, all machines sharing the database)."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, connections: int = 4) -> None:
         self._engine = engine
-        self._jobs: queue.SimpleQueue[_CacheJob | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._idle: list[Any] = []
+        self._permits = threading.BoundedSemaphore(connections)
+        """At most this many lookup connections (each is a server process)."""
+        self._writer = _RecordWriter(engine, self.PUT)
+        self._pending: dict[str, tuple[dict[str, Any], float]] = {}
+        """Answers on their way to the table, by request hash."""
+        self._lock = threading.Lock()
         atexit.register(self.close)
 
     def get(self, key: str) -> tuple[dict[str, Any], float] | None:
         """The cached response and its cost, if this request was answered before."""
-        return self._submit("get", key).result.result()
+        with self._lock:
+            if (pending := self._pending.get(key)) is not None:
+                return pending
+        row = self._query(self.GET, (key,))
+        return (row[0], float(row[1])) if row else None
 
     def put(
         self,
@@ -254,34 +262,89 @@ class CallCache:
         """Record an answer with its tokens and cost, without waiting for the table."""
         from psycopg.types.json import Jsonb
 
+        with self._lock:
+            self._pending[key] = (response, answer.cost_usd)
         tokens = (answer.prompt_tokens, answer.completion_tokens, answer.cost_usd)
-        job = self._submit("put", (key, model, Jsonb(request), Jsonb(response), *tokens))
-        job.result.add_done_callback(functools.partial(_log_lost_record, key))
+        done = self._writer.submit((key, model, Jsonb(request), Jsonb(response), *tokens))
+        done.add_done_callback(functools.partial(self._recorded, key))
 
     def spent(self) -> float:
-        """The cost of every recorded call."""
-        return self._submit("spent", None).result.result()
+        """The cost of every recorded call, once the records queued so far are in."""
+        self._writer.submit(None).result()
+        row = self._query(self.SPENT, ())
+        return float(row[0]) if row else 0.0
 
     def close(self) -> None:
-        """Wait for the queued records, stop the cache's thread and close its connection (the
-        next call starts them again)."""
-        with self._start_lock:  # no new thread serves the queue before this one is done
+        """Wait for the queued records and close the connections (the cache can still be
+        used: they open again when needed)."""
+        self._writer.close()
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _recorded(self, key: str, done: Future[None]) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+        if (error := done.exception()) is not None:
+            log.warning("llm answer %s not recorded (%s): it will be asked again", key, error)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """One statement's first row; a connection found dead (the server restarted) is
+        replaced once."""
+        import psycopg
+
+        with self._permits:
+            for retry in (False, True):
+                with self._lock:
+                    connection = self._idle.pop() if self._idle else None
+                try:
+                    connection = connection or _autocommit_connection(self._engine)
+                    row = connection.execute(sql, params).fetchone()
+                except (psycopg.OperationalError, sa.exc.OperationalError):
+                    if connection is not None:
+                        connection.close()
+                    if retry:
+                        raise
+                    continue
+                with self._lock:
+                    self._idle.append(connection)
+                return row
+        return None
+
+
+class _RecordWriter:
+    """A thread that inserts the records submitted to it in batches, on an autocommit
+    connection of its own: whatever queued while an insert ran is the next insert. A
+    connection found dead (the server restarted) is replaced once per batch. Submitting None
+    waits for the records queued before it."""
+
+    def __init__(self, engine: sa.Engine, insert: str) -> None:
+        self._engine = engine
+        self._insert = insert
+        self._jobs: queue.SimpleQueue[tuple[Any, Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, row: tuple[Any, ...] | None) -> Future[None]:
+        """Queue a record; its future is done once the record is in, or failed."""
+        done: Future[None] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="llm-records", daemon=True)
+                self._thread.start()
+            self._jobs.put((row, done))
+        return done
+
+    def close(self) -> None:
+        """Insert what is queued, then stop the thread and close its connection."""
+        with self._lock:  # no new thread serves the queue before this one is done
             if self._thread is not None:
                 self._jobs.put(None)
                 self._thread.join()
                 self._thread = None
 
-    def _submit(self, kind: str, payload: Any) -> _CacheJob:
-        job = _CacheJob(kind, payload)
-        with self._start_lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._serve, name="llm-cache", daemon=True)
-                self._thread.start()
-            self._jobs.put(job)
-        return job
-
     def _serve(self) -> None:
-        """Run queued jobs in batches until `close`."""
         connection = None
         stopping = False
         try:
@@ -291,64 +354,36 @@ class CallCache:
                     batch.append(self._jobs.get())
                 stopping = None in batch
                 if jobs := [job for job in batch if job is not None]:
-                    connection = self._run_batch(connection, jobs)
+                    connection = self._write(connection, jobs)
         finally:
             if connection is not None:
                 connection.close()
 
-    def _run_batch(self, connection: Any, batch: list[_CacheJob]) -> Any:
-        """Run a batch and hand each caller its result or the error; a connection found
-        dead (the server restarted) is replaced once. Returns the connection to keep."""
+    def _write(self, connection: Any, jobs: list[tuple[Any, Future[None]]]) -> Any:
+        """Insert a batch and tell each job how it went; returns the connection to keep."""
         import psycopg
 
+        rows = [row for row, _ in jobs if row is not None]
         failure: Exception | None = None
         for _attempt in range(2):
             try:
                 connection = connection or _autocommit_connection(self._engine)
-                results = self._statements(connection, batch)
+                if rows:
+                    connection.cursor().executemany(self._insert, rows)
             except (psycopg.OperationalError, sa.exc.OperationalError) as error:
                 if connection is not None:
                     connection.close()
                 connection, failure = None, error
                 continue
-            except Exception as error:  # a bad statement: each caller sees why
+            except Exception as error:  # a bad record: each caller sees why
                 failure = error
                 break
-            for job in batch:
-                job.result.set_result(results.get(id(job)))
+            for _, done in jobs:
+                done.set_result(None)
             return connection
-        for job in batch:
-            job.result.set_exception(failure)
+        for _, done in jobs:
+            done.set_exception(failure)
         return connection
-
-    def _statements(self, connection: Any, batch: list[_CacheJob]) -> dict[int, Any]:
-        """One statement per kind of job in the batch; each job's result by its id."""
-        results: dict[int, Any] = {}
-        with connection.cursor() as cursor:
-            if rows := [job.payload for job in batch if job.kind == "put"]:
-                cursor.executemany(self.PUT, rows)
-            if keys := [job.payload for job in batch if job.kind == "get"]:
-                rows = cursor.execute(self.GET, (keys,))
-                found = {key: (response, float(cost)) for key, response, cost in rows}
-                results |= {id(j): found.get(j.payload) for j in batch if j.kind == "get"}
-            if any(job.kind == "spent" for job in batch):
-                total = float(cursor.execute(self.SPENT).fetchone()[0])
-                results |= {id(j): total for j in batch if j.kind == "spent"}
-        return results
-
-
-@dataclass
-class _CacheJob:
-    """A lookup, record or sum waiting for the cache's thread."""
-
-    kind: str
-    payload: Any
-    result: Future[Any] = field(default_factory=Future)
-
-
-def _log_lost_record(key: str, done: Future[Any]) -> None:
-    if (error := done.exception()) is not None:
-        log.warning("llm answer %s not recorded (%s): it will be asked again", key, error)
 
 
 def _autocommit_connection(engine: sa.Engine) -> Any:
