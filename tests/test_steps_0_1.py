@@ -185,6 +185,10 @@ def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subp
         assert and_p.file_id == files["Coq.ssr.ssrbool"].id
         assert and_p.fullname == "Lemma andP : reflect (b1 /\\ b2) (b1 && b2)."
         assert and_p.type and "reflect" in and_p.type
+        locked = session.execute(
+            sa.select(LibraryObject).where(LibraryObject.fqn == "Coq.ssr.ssreflect.locked")
+        ).scalar_one()  # documented in the file's coqdoc header
+        assert locked.docstring_source == "header" and "not convertible" in locked.docstring
         swap = session.execute(
             sa.select(Theorem).where(Theorem.fqn == "mathcomp.extra.andb_swap")
         ).scalar_one()
