@@ -35,6 +35,7 @@ from app.db.models import Library, SourceFile
 from app.rocq.build import (
     BuildResult,
     BuildStatus,
+    DependencyGraph,
     FileResult,
     build,
     library_name,
@@ -176,15 +177,20 @@ def run(item: LibraryInput) -> BuiltLibrary:
     result = build(output, item.prefix, jobs=item.jobs)
     rocq = build_rocq(rocq_copy_path(output), result, item.jobs)
     files = rocq_records(*rocq) if rocq else []
-    rocq_closure = {r["logical_path"]: {r["logical_path"], *r["requires"]} for r in files}
+    closures = {r["logical_path"]: {r["logical_path"], *r["requires"]} for r in files}
+    offset = len(files)
     for path in result.graph.order:
-        needed = {path, *result.graph.closure[path]}
-        from_rocq = {name for file in needed for name in result.graph.rocq_requires[file]}
-        closure = set().union(*(rocq_closure.get(name, ()) for name in from_rocq))
-        record = file_record(result, path, prepared[path], len(files), closure)
-        files.append(record)
+        required = rocq_required(result.graph, path, closures)
+        files.append(file_record(result, path, prepared[path], offset=offset, rocq=required))
     seconds = result.seconds + (rocq[0].seconds if rocq else 0.0)
     return BuiltLibrary(result.coqc_version, files, seconds)
+
+
+def rocq_required(graph: DependencyGraph, path: str, closures: dict[str, set[str]]) -> set[str]:
+    """The built Rocq files a library file requires: directly, through the library's files,
+    or through Rocq's (`closures`: each built Rocq file with what it requires)."""
+    names = {name for file in (path, *graph.closure[path]) for name in graph.rocq_requires[file]}
+    return set().union(*(closures.get(name, ()) for name in names))
 
 
 def build_rocq(
@@ -205,23 +211,26 @@ def build_rocq(
 
 def rocq_records(result: BuildResult, prepared: dict[str, PreparedFile]) -> list[dict[str, Any]]:
     """The `source_files` columns of the built Rocq files, first in dependency order."""
-    return [
-        file_record(result, path, prepared[path], 0, set()) | {"from_rocq": True}
-        for path in result.files
-    ]
+    return [file_record(result, path, prepared[path], from_rocq=True) for path in result.files]
 
 
 def file_record(
-    result: BuildResult, path: str, prepared: PreparedFile, offset: int, rocq: set[str]
+    result: BuildResult,
+    path: str,
+    prepared: PreparedFile,
+    *,
+    offset: int = 0,
+    rocq: set[str] | None = None,
+    from_rocq: bool = False,
 ) -> dict[str, Any]:
     """The `source_files` columns of one built file: `offset` files come before the build's
     first in dependency order, and it requires the Rocq files `rocq` besides its build's."""
     outcome = result.files[path]
-    requires = {result.graph.library(dep) for dep in result.graph.closure[path]} | rocq
+    requires = {result.graph.library(dep) for dep in result.graph.closure[path]} | (rocq or set())
     return {
         "path": path,
         "logical_path": outcome.library,
-        "from_rocq": False,
+        "from_rocq": from_rocq,
         "content_hash": hashlib.sha256(prepared.cleaned_text.encode()).hexdigest(),
         "cleaned_text": prepared.cleaned_text,
         "build_status": outcome.status.value,
