@@ -9,10 +9,11 @@ migration: `vector` up to 2,000 dimensions, `halfvec` up to 4,000 (Qwen3-Embeddi
 2,560), an exact scan beyond.
 
 A search sees only what is available when the theorem is proved (`Availability`): objects of
-the files its file requires, directly or not, and objects of its own file defined before the
-theorem starts. pgvector's iterative index scan keeps walking the graph until k available
-objects are found; when even that comes back short (a theorem early in the library sees few
-objects), the search is redone exactly, so a strict filter never shrinks the results.
+the files its file requires, directly or not (Rocq's files among them, see step 0), and
+objects of its own file defined before the theorem starts. pgvector's iterative index scan
+keeps walking the graph until k available objects are found; when even that comes back short
+(a theorem early in the library sees few objects), the search is redone exactly, so a strict
+filter never shrinks the results.
 """
 
 from __future__ import annotations
@@ -177,9 +178,14 @@ def availability(session: Session, theorem_id: int) -> Availability:
         .join(SourceFile, SourceFile.id == Theorem.file_id)
         .where(Theorem.id == root)
     ).one()
+    # Rocq's files are the same whichever library built them, and the dictionary keeps one
+    # row per object: another library's copy of a Rocq file the theorem requires counts too.
     required = session.execute(
         sa.select(SourceFile.id)
-        .where(SourceFile.library_id == library_id, SourceFile.logical_path.in_(requires or []))
+        .where(
+            sa.or_(SourceFile.library_id == library_id, SourceFile.from_rocq),
+            SourceFile.logical_path.in_(requires or []),
+        )
         .order_by(SourceFile.id)
     ).scalars()
     # Same encoding as the dictionary's; an unknown position makes nothing of the file usable.

@@ -49,3 +49,15 @@ def test_header_docs_of_seq() -> None:
         shape.description == "the sequence of sizes of the items of the sequence of sequences ss."
     )
     assert by_term["has a s"].relation == "<=>"
+
+
+def test_header_docs_of_multi_line_coqdoc_comments() -> None:
+    """Rocq's own SSReflect files document themselves in one `(** ... *)` comment."""
+    source = "Require Bool.\n(**\n Intro.\n   is_true b == the coercion\n"
+    source += "                 of b.\n *)\n"
+    (doc,) = header_docs(source)
+    assert (doc.term, doc.relation, doc.head) == ("is_true b", "==", "is_true")
+    assert (doc.description, doc.line) == ("the coercion of b.", 3)
+    assert header_docs("(* a\n b == c *)\n") == []  # a plain comment: not documentation
+    rocq = Path("/usr/lib/ocaml/coq/theories/ssr/ssrbool.v").read_text()
+    assert {"is_true b", "reflect P b"} <= {doc.term for doc in header_docs(rocq)}

@@ -171,6 +171,33 @@ def test_an_object_inserted_after_the_theorem_never_comes_back(
         assert "later_lemma" not in names and "unrequired_lemma" not in names
 
 
+def test_rocq_files_count_whichever_library_built_them(small_library: SmallLibrary) -> None:
+    """The dictionary keeps one row per object: a Rocq file another library built is available
+    where it is required; another library's own file of a required name is not."""
+    with db.session_factory().begin() as session:
+        other = Library(
+            name="other", input_path="/in2", output_path="/out2", logical_prefix="lib",
+            stage=Stage.build, status=Status.done,
+        )  # fmt: skip
+        session.add(other)
+        session.flush()
+        ids = {}
+        for logical, from_rocq in (("Coq.ssr.ssrbool", True), ("lib.x", False)):
+            source = SourceFile(
+                library_id=other.id, path=f"{logical}.v", logical_path=logical,
+                from_rocq=from_rocq, content_hash=logical, cleaned_text="", dependency_order=0,
+                stage=Stage.build, status=Status.done,
+            )  # fmt: skip
+            session.add(source)
+            session.flush()
+            ids[logical] = source.id
+        b = session.get(SourceFile, small_library.files["b"])
+        b.requires = [*b.requires, "Coq.ssr.ssrbool", "lib.x"]
+    required = _availability(small_library.theorem_id).required_files
+    assert ids["Coq.ssr.ssrbool"] in required and ids["lib.x"] not in required
+    assert small_library.files["a"] in required
+
+
 def test_a_have_sub_theorem_sees_what_its_theorem_sees(
     small_library: SmallLibrary, retriever: Retriever
 ) -> None:

@@ -114,6 +114,8 @@ def test_dependencies_give_order_and_transitive_requirements(
     }
     assert graph.closure["ssreflect/div.v"] == set(chain) - {"ssreflect/div.v"}
     assert graph.closure["extra/unicode.v"] == frozenset()
+    assert graph.rocq_requires["ssreflect/ssrfun.v"] == {"Coq.ssr.ssrfun"}  # Rocq's, not ours
+    assert graph.rocq_requires["ssreflect/div.v"] == frozenset()
     for file in graph.order:
         assert all(graph.order.index(dep) < graph.order.index(file) for dep in graph.requires[file])
     assert graph.needed(["ssreflect/ssrbool.v"]) == tuple(chain[:4])

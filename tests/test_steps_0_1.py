@@ -12,7 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import engine as db
-from app.db.models import Library, SourceFile, Theorem
+from app.db.enums import Stage, Status
+from app.db.models import Library, LibraryObject, ProofStep, SourceFile, Theorem
+from app.retrieval import EmbeddingSettings, Retriever, availability, embedder
+from app.steps import step_6
 from app.steps.step_1 import DEFAULT_KINDS, sentence_kind
 
 MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
@@ -32,6 +35,7 @@ def make_slice(root: Path, broken: bool = False) -> Path:
         "Lemma given (n : nat) : n = n. Admitted.\n"
         "Definition two := 2.\n"
         "Theorem two_is_two : two = 2.\nProof.\nby [].\nDefined.\n"
+        "Lemma andb_swap (a b : bool) : a && b -> b && a.\nProof. by move/andP=> [-> ->]. Qed.\n"
     )
     if broken:
         eqtype = library / "ssreflect" / "eqtype.v"
@@ -64,7 +68,8 @@ def check_every_theorem_extracted() -> tuple[dict[str, SourceFile], dict[str, Th
     counted as skipped, and nothing else is a row; statements and proofs are exact slices of
     the built text at the recorded position."""
     with db.session_factory()() as session:
-        files = {f.path: f for f in session.execute(sa.select(SourceFile)).scalars()}
+        library = sa.select(SourceFile).where(SourceFile.from_rocq.is_(False))
+        files = {f.path: f for f in session.execute(library).scalars()}
         theorems = {t.fqn: t for t in session.execute(sa.select(Theorem)).scalars()}
     expected = set()
     for file in files.values():
@@ -133,6 +138,80 @@ def test_steps_0_and_1_extract_every_theorem(built_slice, subprocess_env) -> Non
     entry = seed["mathcomp.extra.addn_two"]
     assert entry["filepath"] == "extra.v" and entry["position"] == {"line": 1, "character": 0}
     assert entry["proof"] == "Proof. by rewrite addn2. Qed."
+
+
+ROCQ_FILES = {
+    "Coq.ssrmatching.ssrmatching",
+    "Coq.ssr.ssrclasses",
+    "Coq.ssr.ssrunder",
+    "Coq.ssr.ssreflect",
+    "Coq.ssr.ssrfun",
+    "Coq.ssr.ssrbool",
+}
+"""The files of Rocq's SSReflect that the slice requires, directly or not."""
+
+
+def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subprocess_env) -> None:
+    """Steps 0, 1 and 4 on the slice: Rocq's SSReflect files are built for the dictionary only
+    (no theorem of theirs), ahead of the library; `andP` gets its sentence and, once a proof
+    uses it, its type; a rerun changes nothing; retrieval finds it from a theorem of the
+    slice."""
+    source, output = built_slice
+    step0 = ("step", "0", "--input", str(source), "--output", str(output))
+    assert rocqcot(subprocess_env, *step0).returncode == 0
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    with db.session_factory().begin() as session:
+        swap = session.execute(
+            sa.select(Theorem).where(Theorem.fqn == "mathcomp.extra.andb_swap")
+        ).scalar_one()
+        swap.stage, swap.status, swap.selected = Stage.select, Status.done, True
+    step4 = rocqcot(subprocess_env, "step", "4")
+    assert step4.returncode == 0, step4.stderr
+
+    with db.session_factory()() as session:
+        files = {f.logical_path: f for f in session.execute(sa.select(SourceFile)).scalars()}
+        rocq = {name for name, file in files.items() if file.from_rocq}
+        assert rocq == ROCQ_FILES
+        assert {files[name].build_status for name in rocq} <= {"built", "skipped-unchanged"}
+        last_rocq = max(files[name].dependency_order for name in rocq)
+        assert all(f.dependency_order > last_rocq for f in files.values() if not f.from_rocq)
+        assert set(files["mathcomp.extra"].requires) >= ROCQ_FILES
+        assert files["Coq.ssr.ssrbool"].path == "ssr/ssrbool.v"
+        from_rocq = sa.select(Theorem.fqn).join(SourceFile).where(SourceFile.from_rocq)
+        assert session.execute(from_rocq).all() == []
+        and_p = session.execute(
+            sa.select(LibraryObject).where(LibraryObject.fqn == "Coq.ssr.ssrbool.andP")
+        ).scalar_one()
+        assert and_p.file_id == files["Coq.ssr.ssrbool"].id
+        assert and_p.fullname == "Lemma andP : reflect (b1 /\\ b2) (b1 && b2)."
+        assert and_p.type and "reflect" in and_p.type
+        locked = session.execute(
+            sa.select(LibraryObject).where(LibraryObject.fqn == "Coq.ssr.ssreflect.locked")
+        ).scalar_one()  # documented in the file's coqdoc header
+        assert locked.docstring_source == "header" and "not convertible" in locked.docstring
+        swap = session.execute(
+            sa.select(Theorem).where(Theorem.fqn == "mathcomp.extra.andb_swap")
+        ).scalar_one()
+        assert swap.status == Status.done, swap.error
+        objects = session.execute(sa.select(sa.func.count()).select_from(LibraryObject))
+        print(f"dictionary: {objects.scalar_one()} objects, Rocq files: {sorted(rocq)}")
+
+    tables = (Library, SourceFile, Theorem, LibraryObject, ProofStep)
+    before = [dump(table) for table in tables]
+    assert rocqcot(subprocess_env, *step0).returncode == 0
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    assert rocqcot(subprocess_env, "step", "4").returncode == 0
+    assert [dump(table) for table in tables] == before, "a rerun changed rows"
+
+    with db.session_factory().begin() as session:
+        if not and_p.docstring:  # what step 6 writes for a searched target
+            step_6.store(session, and_p.id, step_6.offline_writer(step_6.load(session, and_p.id)))
+        docstring = session.get(LibraryObject, and_p.id).docstring
+        theorem = availability(session, swap.id)
+    retriever = Retriever(embedder(EmbeddingSettings()), db.engine())
+    retriever.sync()
+    hits = retriever.search(docstring, 10, theorem)
+    assert "Coq.ssr.ssrbool.andP" in [hit.entry.fqn for hit in hits]
 
 
 def test_a_broken_file_fails_its_dependents_and_the_rest_is_extracted(

@@ -82,8 +82,14 @@ class SourceFile(StageColumns, Base):
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     library_id: Mapped[int] = mapped_column(ForeignKey("libraries.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(Text, doc="path relative to the library root")
+    path: Mapped[str] = mapped_column(Text, doc="relative to the library's copy (Rocq's)")
     logical_path: Mapped[str] = mapped_column(Text, doc="e.g. mathcomp.ssreflect.div")
+    from_rocq: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default="false",
+        doc="a file of Rocq's own library that the library requires, built for the dictionary",
+    )
     content_hash: Mapped[str] = mapped_column(Text)
     cleaned_text: Mapped[str] = mapped_column(Text)
     build_status: Mapped[str | None] = mapped_column(Text)

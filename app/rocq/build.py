@@ -4,7 +4,9 @@ Each file is compiled with `coqc -R . <prefix> -time -dump-glob <file.glob> <fil
 tree's root, so the tree's own files shadow any installed library with the same prefix (Debian
 installs MathComp in user-contrib under `mathcomp`; a `Require` of a file present in the tree
 loads the tree's `.vo`). A `Require` of a file missing from the tree silently falls back to the
-installed copy, which coqc usually rejects as "inconsistent assumptions".
+installed copy, which coqc usually rejects as "inconsistent assumptions". The graph also
+names the files each file requires from Rocq's own library (`Coq.ssr.ssrbool`, …), so that a
+copy of those can be built with the prefix `Coq` for their globs and sentences.
 
 Outputs land next to each source: `.vo`, `.glob` and `.v.timing` (the `-time` output, as
 `coq_makefile` names it). A manifest (`.rocqcot-build.json` at the root) keeps one key per file,
@@ -88,6 +90,8 @@ class DependencyGraph:
     """Files each file requires directly."""
     closure: Mapping[str, frozenset[str]]
     """Files each file requires, directly or not."""
+    rocq_requires: Mapping[str, frozenset[str]]
+    """Files of Rocq's own library (`Coq.…` logical names) each file requires directly."""
     warnings: tuple[str, ...]
     """What coqdep warned about (e.g. a library required but found nowhere)."""
 
@@ -163,6 +167,13 @@ def default_jobs() -> int:
 
 
 @functools.cache
+def rocq_theories() -> Path:
+    """The folder of Rocq's own library, mapped to the logical prefix `Coq`."""
+    run = subprocess.run(["coqc", "-where"], capture_output=True, text=True, check=True)
+    return Path(run.stdout.strip()) / "theories"
+
+
+@functools.cache
 def coqc_version() -> str:
     """The compiler's version (part of every build key: a new coqc invalidates all `.vo`)."""
     run = subprocess.run(["coqc", "--print-version"], capture_output=True, text=True, check=True)
@@ -178,12 +189,15 @@ def dependencies(root: Path, prefix: str, files: Iterable[str] | None = None) ->
     """Run coqdep over a tree (or some of its files) and order the files by `Require`."""
     root = root.resolve()
     files = sorted(files) if files is not None else source_files(root)
+    # Rocq's library is named first so that coqdep prints the files a tree needs from it; the
+    # tree's own files, named last, win over any of the same name (a copy of Rocq's files).
+    theories = ["-R", str(rocq_theories()), "Coq"]
     run = subprocess.run(
-        ["coqdep", "-R", ".", prefix, *files], cwd=root, capture_output=True, text=True
+        ["coqdep", *theories, "-R", ".", prefix, *files], cwd=root, capture_output=True, text=True
     )
     if run.returncode != 0:
         raise BuildError(f"coqdep failed: {run.stderr.strip()}")
-    requires = _parse_coqdep(run.stdout, set(files))
+    requires, rocq_requires = _parse_coqdep(run.stdout, set(files))
     order = _topological_order(requires)
     return DependencyGraph(
         root=root,
@@ -191,22 +205,36 @@ def dependencies(root: Path, prefix: str, files: Iterable[str] | None = None) ->
         order=order,
         requires=requires,
         closure=_closure(order, requires),
+        rocq_requires=rocq_requires,
         warnings=tuple(line for line in run.stderr.splitlines() if line.strip()),
     )
 
 
-def _parse_coqdep(output: str, files: set[str]) -> dict[str, frozenset[str]]:
-    """Direct in-tree requirements from coqdep's make rules (`x.vo ...: x.v y.vo ...`)."""
+def _parse_coqdep(
+    output: str, files: set[str]
+) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """Direct requirements from coqdep's make rules (`x.vo ...: x.v y.vo ...`): in the tree,
+    and in Rocq's library (absolute paths under `rocq_theories()`, as logical names)."""
     requires = {file: frozenset[str]() for file in files}
+    rocq = {file: frozenset[str]() for file in files}
     for line in output.splitlines():
         targets, _, prerequisites = line.partition(": ")
         target = os.path.normpath(targets.split(" ", 1)[0])
         file = target.removesuffix(".vo") + ".v"
         if not target.endswith(".vo") or file not in files:
             continue
-        deps = (os.path.normpath(dep).removesuffix(".vo") + ".v" for dep in prerequisites.split())
+        deps = [os.path.normpath(dep).removesuffix(".vo") + ".v" for dep in prerequisites.split()]
         requires[file] = frozenset(dep for dep in deps if dep in files and dep != file)
-    return requires
+        rocq[file] = frozenset(filter(None, map(_rocq_library, deps)))
+    return requires, rocq
+
+
+def _rocq_library(path: str) -> str | None:
+    """The logical name of a file of Rocq's library given by its absolute path, else None."""
+    theories = rocq_theories()
+    if not Path(path).is_relative_to(theories):
+        return None
+    return library_name(Path(path).relative_to(theories).as_posix(), "Coq")
 
 
 def _topological_order(requires: Mapping[str, frozenset[str]]) -> tuple[str, ...]:

@@ -128,16 +128,17 @@ _ENTRY = re.compile(r"^(?P<term>\S.*?)\s+(?P<rel>==|<=>|<->|:=)\s+(?P<desc>\S.*)
 
 
 def header_docs(text: str) -> list[HeaderDoc]:
-    """The `term == description` entries of MathComp-style boxed documentation comments.
-
-    Each comment line is `(* ... *)`; an entry's description continues on following lines
-    indented at least to where the description started.
+    """The `term == description` entries of documentation comments: MathComp's boxed ones,
+    each line `(* ... *)`, and multi-line coqdoc ones, `(** ...` to `*)`, as Rocq's own
+    SSReflect files write them. An entry's description continues on following lines indented
+    at least to where the description started.
     """
     entries: list[HeaderDoc] = []
     current: dict | None = None
+    documented = _coqdoc_lines(text)
     for number, raw in enumerate(text.split("\n")):
         box = _BOX_LINE.match(raw.strip())
-        body = box.group("body").rstrip() if box else None
+        body = box.group("body").rstrip() if box else documented.get(number)
         if body is None or not body.strip() or set(body.strip()) <= {"*"}:
             current = _close(entries, current)
             continue
@@ -159,6 +160,21 @@ def header_docs(text: str) -> list[HeaderDoc]:
             current = _close(entries, current)
     _close(entries, current)
     return entries
+
+
+def _coqdoc_lines(text: str) -> dict[int, str]:
+    """The lines of multi-line `(** ... *)` comments by 0-based number, their delimiters and
+    what precedes the comment blanked so that columns stay."""
+    lines: dict[int, str] = {}
+    for comment in comments(text):
+        if not comment.text.startswith("(**") or "\n" not in comment.text:
+            continue
+        first = text.count("\n", 0, comment.start)
+        column = comment.start - (text.rfind("\n", 0, comment.start) + 1)
+        body = " " * (column + 3) + comment.text[3:-2]
+        for offset, line in enumerate(body.split("\n")):
+            lines[first + offset] = line.rstrip()
+    return lines
 
 
 def _close(entries: list[HeaderDoc], current: dict | None) -> None:

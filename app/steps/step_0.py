@@ -5,6 +5,14 @@ documentation is harvested for the dictionary) so that every later offset refers
 that was built. The build is the Rocq layer's: dependency order, parallel, `-time` sentences
 and globs, unchanged files skipped. A library row is processed by the `build` stage; each of
 its files becomes a `source_files` row, ready for step 1 when it built.
+
+The files of Rocq's own library that the library requires from `ROCQ_FOLDERS` (SSReflect's,
+for MathComp) are copied and built too, beside the copy and with their own prefix `Coq`, for
+their sentences, globs and header documentation only: they become `source_files` rows marked
+`from_rocq`, ahead of every file of the library in dependency order and in the `requires` of
+the files that need them, so the dictionary holds their objects and retrieval sees them where
+they are available. The library itself still builds against Rocq's installed `.vo` files, and
+step 1 does not extract their theorems: they are not the library's.
 """
 
 from __future__ import annotations
@@ -24,7 +32,15 @@ from sqlalchemy.orm import Session
 from app import config
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
-from app.rocq.build import BuildResult, BuildStatus, FileResult, build
+from app.rocq.build import (
+    BuildResult,
+    BuildStatus,
+    DependencyGraph,
+    FileResult,
+    build,
+    library_name,
+    rocq_theories,
+)
 from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
 from app.serialize import plain
 from app.stages import StageSpec, register
@@ -34,6 +50,9 @@ log = logging.getLogger(__name__)
 EXTRACTOR_VERSION = "step0-1"
 BUILD_FILES = ("_CoqProject", "Makefile", "dune", "dune-project")
 BUILD_SUFFIXES = (".mk", ".opam")
+ROCQ_FOLDERS = ("ssr", "ssrmatching")
+"""Folders of Rocq's own library (`coqc -where`/theories) whose files the library requires,
+directly or not, are built for the dictionary."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +95,27 @@ def is_kept(path: Path) -> bool:
 
 
 def input_fingerprint(input_path: Path) -> str:
-    """A hash of the kept files' paths and contents: a changed input means a new build."""
+    """A hash of the kept files' paths and contents, and of the Rocq files that may be built
+    with them: a changed input (or a new Rocq) means a new build."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p)):
-        digest.update(path.relative_to(input_path).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    kept = sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p))
+    for root, paths in ((input_path, kept), (rocq_theories(), rocq_sources())):
+        for path in paths:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def rocq_sources() -> list[Path]:
+    """The `.v` files of `ROCQ_FOLDERS` in Rocq's installed library."""
+    theories = rocq_theories()
+    return sorted(path for folder in ROCQ_FOLDERS for path in (theories / folder).glob("*.v"))
+
+
+def rocq_copy_path(output_path: Path) -> Path:
+    """Where the Rocq files are copied and built: beside the library's copy, never inside it
+    (the library's `-R . PREFIX` would take them in)."""
+    return output_path.with_name(output_path.name + ".rocq")
 
 
 def prepare_file(source: Path, target: Path) -> PreparedFile:
@@ -136,27 +170,74 @@ def load(session: Session, row_id: int) -> LibraryInput:
 
 
 def run(item: LibraryInput) -> BuiltLibrary:
-    """Copy, strip and build the library; every file's outcome, failed ones included."""
+    """Copy, strip and build the library, then the Rocq files it requires; every file's
+    outcome, failed ones included, Rocq's first."""
     output = Path(item.output_path)
     prepared = copy_tree(Path(item.input_path), output)
     result = build(output, item.prefix, jobs=item.jobs)
-    files = [file_record(result, path, prepared[path]) for path in result.graph.order]
-    return BuiltLibrary(result.coqc_version, files, result.seconds)
+    rocq = build_rocq(rocq_copy_path(output), result, item.jobs)
+    files = rocq_records(*rocq) if rocq else []
+    closures = {r["logical_path"]: {r["logical_path"], *r["requires"]} for r in files}
+    offset = len(files)
+    for path in result.graph.order:
+        required = rocq_required(result.graph, path, closures)
+        files.append(file_record(result, path, prepared[path], offset=offset, rocq=required))
+    seconds = result.seconds + (rocq[0].seconds if rocq else 0.0)
+    return BuiltLibrary(result.coqc_version, files, seconds)
 
 
-def file_record(result: BuildResult, path: str, prepared: PreparedFile) -> dict[str, Any]:
-    """The `source_files` columns of one built file."""
+def rocq_required(graph: DependencyGraph, path: str, closures: dict[str, set[str]]) -> set[str]:
+    """The built Rocq files a library file requires: directly, through the library's files,
+    or through Rocq's (`closures`: each built Rocq file with what it requires)."""
+    names = {name for file in (path, *graph.closure[path]) for name in graph.rocq_requires[file]}
+    return set().union(*(closures.get(name, ()) for name in names))
+
+
+def build_rocq(
+    copy: Path, library: BuildResult, jobs: int | None
+) -> tuple[BuildResult, dict[str, PreparedFile]] | None:
+    """Copy `ROCQ_FOLDERS` and build the files the library requires from them (and what those
+    require), with the prefix `Coq`; None when it requires none of them."""
+    theories = rocq_theories()
+    sources = {path.relative_to(theories).as_posix(): path for path in rocq_sources()}
+    by_name = {library_name(path, "Coq"): path for path in sources}
+    required = {name for names in library.graph.rocq_requires.values() for name in names}
+    targets = sorted(by_name[name] for name in required if name in by_name)
+    if not targets:
+        return None
+    prepared = {path: prepare_file(source, copy / path) for path, source in sources.items()}
+    return build(copy, "Coq", jobs=jobs, targets=targets), prepared
+
+
+def rocq_records(result: BuildResult, prepared: dict[str, PreparedFile]) -> list[dict[str, Any]]:
+    """The `source_files` columns of the built Rocq files, first in dependency order."""
+    return [file_record(result, path, prepared[path], from_rocq=True) for path in result.files]
+
+
+def file_record(
+    result: BuildResult,
+    path: str,
+    prepared: PreparedFile,
+    *,
+    offset: int = 0,
+    rocq: set[str] | None = None,
+    from_rocq: bool = False,
+) -> dict[str, Any]:
+    """The `source_files` columns of one built file: `offset` files come before the build's
+    first in dependency order, and it requires the Rocq files `rocq` besides its build's."""
     outcome = result.files[path]
+    requires = {result.graph.library(dep) for dep in result.graph.closure[path]} | (rocq or set())
     return {
         "path": path,
         "logical_path": outcome.library,
+        "from_rocq": from_rocq,
         "content_hash": hashlib.sha256(prepared.cleaned_text.encode()).hexdigest(),
         "cleaned_text": prepared.cleaned_text,
         "build_status": outcome.status.value,
         "build_error": build_error(outcome, prepared),
         "build_seconds": outcome.seconds,
-        "dependency_order": result.graph.order.index(path),
-        "requires": sorted(result.graph.library(dep) for dep in result.graph.closure[path]),
+        "dependency_order": offset + list(result.files).index(path),
+        "requires": sorted(requires),
         "sentences": plain(outcome.sentences),
         "glob": plain(outcome.glob) if outcome.glob else {},
         "header_docs": prepared.header_docs,
@@ -209,6 +290,7 @@ def upsert_file(session: Session, library_id: int, record: dict[str, Any]) -> No
         SourceFile.content_hash != statement.excluded.content_hash,
         SourceFile.status != statement.excluded.status,
         SourceFile.dependency_order != statement.excluded.dependency_order,
+        SourceFile.requires != statement.excluded.requires,
     )
     session.execute(
         statement.on_conflict_do_update(

@@ -1,4 +1,5 @@
-"""Step 1: extract every theorem of every built file.
+"""Step 1: extract every theorem of every built file of the library (not Rocq's files, which
+step 0 builds for the dictionary only).
 
 A theorem is a glob definition (kind `prf` by default) whose sentence — found among Rocq's own
 sentences from `coqc -time` — starts with one of the requested kinds; its proof runs from the
@@ -220,6 +221,7 @@ SPEC = register(
         load=load,
         run=run,
         store=store,
+        ready_filter=lambda: SourceFile.from_rocq.is_(False),  # Rocq's theorems: not the library's
         order_by=lambda: [SourceFile.dependency_order],
         batch_size=4,
     )

@@ -139,6 +139,7 @@ def upgrade() -> None:
         sa.Column("library_id", sa.Integer(), nullable=False),
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("logical_path", sa.Text(), nullable=False),
+        sa.Column("from_rocq", sa.Boolean(), server_default="false", nullable=False),
         sa.Column("content_hash", sa.Text(), nullable=False),
         sa.Column("cleaned_text", sa.Text(), nullable=False),
         sa.Column("build_status", sa.Text(), nullable=True),
