@@ -238,6 +238,7 @@ def test_a_killed_default_run_finishes_with_the_same_dataset(new_workspace) -> N
     for marker, after in (("", 20.0), ("step 3:", 60.0), ("step 6:", 20.0), ("step 9:", 1.0)):
         run_until(place, ("--no-progress",), marker, after)
     final = place.rocqcot("run", "--no-progress")
+    print(final.stdout)
     assert final.returncode == 0, final.stdout + final.stderr
     assert " 0 failures" in final.stdout
     assert (place.root / DATASET).read_bytes() == (reference.root / DATASET).read_bytes()
