@@ -13,7 +13,10 @@ the files its file requires, directly or not (Rocq's files among them, see step 
 objects of its own file defined before the theorem starts. pgvector's iterative index scan
 keeps walking the graph until k available objects are found; when even that comes back short
 (a theorem early in the library sees few objects), the search is redone exactly, so a strict
-filter never shrinks the results.
+filter never shrinks the results. The pipeline's own searches (steps 7 and 8) are exact, ties
+broken by entry: an HNSW graph depends on random levels and on the order of its inserts, so two
+builds of it can disagree about the k-th result, and a dataset must not depend on which run
+built the index (a killed and restarted `rocqcot run` writes the same one).
 """
 
 from __future__ import annotations
@@ -312,6 +315,8 @@ def _statements(space: VectorSpace) -> dict[str, sa.TextClause]:
     return {
         # The k nearest available entries, nearest first.
         "search": sa.text(search).bindparams(query),
+        # The same, by an exact scan, equally near entries in a fixed order.
+        "exact": sa.text(search.replace("LIMIT :k", ", o.id LIMIT :k")).bindparams(query),
         # How PostgreSQL runs that search.
         "explain": sa.text(f"EXPLAIN ANALYZE {search}").bindparams(query),
         # The target's distance, and how many available entries are nearer.
@@ -439,10 +444,12 @@ def sync_embeddings(engine: Engine, model: Embedder) -> SyncReport:
 class Retriever:
     """Searches the dictionary with one model, among what a theorem may use."""
 
-    def __init__(self, model: Embedder, engine: Engine) -> None:
+    def __init__(self, model: Embedder, engine: Engine, exact: bool = False) -> None:
         self.model = model
         self.engine = engine
         self.space = VectorSpace(model.name, model.dimensions)
+        self.exact = exact
+        """Exact scans only (the same results whatever the index), else the HNSW index."""
 
     def sync(self) -> SyncReport:
         """Embed what changed in the dictionary (see `sync_embeddings`)."""
@@ -481,14 +488,16 @@ class Retriever:
         self, connection: Connection, vector: np.ndarray, top_k: int, theorem: Availability
     ) -> list[Hit]:
         """The nearest available entries to an embedded query: the index's iterative scan,
-        else (fewer than k found) an exact scan."""
+        else (fewer than k found, or `exact`) an exact scan."""
         params = {"query": vector, "k": top_k, **theorem.params()}
-        statement = _statements(self.space)["search"]
-        _configure(connection, top_k)
-        rows = connection.execute(statement, params).all()
+        statements = _statements(self.space)
+        rows = []
+        if not self.exact:
+            _configure(connection, top_k)
+            rows = connection.execute(statements["search"], params).all()
         if len(rows) < top_k:
             connection.execute(sa.text("SELECT set_config('enable_indexscan', 'off', true)"))
-            rows = connection.execute(statement, params).all()
+            rows = connection.execute(statements["exact"], params).all()
         connection.rollback()  # ends the settings with the transaction
         return [Hit(float(score), Entry(*entry)) for *entry, score in rows]
 
@@ -539,23 +548,23 @@ _SYNCED: set[tuple[str, str]] = set()
 _SYNCED_LOCK = threading.Lock()
 
 
-def retriever(settings: EmbeddingSettings) -> Retriever:
+def retriever(settings: EmbeddingSettings, exact: bool = False) -> Retriever:
     """A retriever with the process's instance of the model, on the process's database."""
     from app.db.engine import engine
 
-    return Retriever(embedder(settings), engine())
+    return Retriever(embedder(settings), engine(), exact)
 
 
 @dataclass(frozen=True)
 class Retrievers:
-    """A stage's per-worker resource: retrievers by model name with this process's device
-    and batch size, their embeddings synced before the first search."""
+    """A stage's per-worker resource: exact retrievers by model name with this process's
+    device and batch size, their embeddings synced before the first search."""
 
     device: str | None = None
     batch_size: int = 64
 
     def __call__(self, model_name: str) -> Retriever:
-        found = retriever(EmbeddingSettings(model_name, self.device, self.batch_size))
+        found = retriever(EmbeddingSettings(model_name, self.device, self.batch_size), exact=True)
         found.ensure_synced()
         return found
 

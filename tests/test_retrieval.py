@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
 from sqlalchemy.orm import Session
 
 from app.db import engine as db
@@ -283,6 +285,40 @@ def test_the_model_has_its_hnsw_index_and_searches_use_it(
             {"query": str([0.0] * (minilm.dimensions - 1) + [1.0])},
         ).scalars()
         assert space.index_name in "\n".join(plan)
+
+
+def test_exact_searches_rank_as_numpy_does_and_break_ties_by_entry(
+    small_library: SmallLibrary, retriever: Retriever, minilm: Embedder
+) -> None:
+    """What the pipeline searches with: the same results whatever the index holds."""
+    doc = "The same words twice give the same vector, so equally near entries."
+    with db.session_factory().begin() as session:
+        for name in ("twin_b", "twin_a"):  # the same sentence too: the same embedded text
+            add_object(session, small_library.files["a"], 0, 900, name, doc).fullname = None
+    exact = Retriever(minilm, db.engine(), exact=True)
+    exact.sync()
+    theorem = _availability(small_library.theorem_id)
+    with db.engine().connect() as connection:
+        stored = connection.execute(
+            sa.text(
+                "SELECT o.id, o.name, e.embedding FROM object_embeddings e "
+                "JOIN library_objects o ON o.id = e.object_id "
+                "WHERE o.file_id = ANY(:files) OR (o.file_id = :file AND o.library_order < :before)"
+            ).columns(embedding=Vector()),
+            {"files": list(theorem.required_files), "file": theorem.file_id,
+             "before": theorem.before},
+        ).all()  # fmt: skip
+    for query in (doc, "prime numbers", "greatest common divisor"):
+        vector = minilm.queries([query])[0]
+        cosine = {
+            (object_id, name): float(np.dot(e, vector) / np.linalg.norm(e) / np.linalg.norm(vector))
+            for object_id, name, e in stored
+        }
+        expected = sorted(cosine, key=lambda key: (-round(cosine[key], 5), key[0]))
+        names = _names(exact.search(query, 4, theorem))
+        assert names == [name for _, name in expected[:4]], query
+    twins = [hit.entry for hit in exact.search(doc, 2, theorem)]
+    assert {e.name for e in twins} == {"twin_a", "twin_b"} and twins[0].id < twins[1].id
 
 
 def test_entry_text_keeps_the_docstring_after_a_long_sentence() -> None:
