@@ -216,9 +216,10 @@ class CallCache:
     would start dozens of server processes at once; a lookup thread of the cache's own would
     add two thread switches to every request). A record does not hold up its request at all:
     a writer thread inserts whatever queued while its last insert ran, in one pipelined
-    statement; lookups of this process find a record on its way in memory, and `close` (also
-    run at exit) waits for the last ones. A crash in those milliseconds costs what a crash
-    during the request costs: the question is asked again.
+    statement; lookups of this process find a record on its way in memory, and `flush` (and
+    `close`, run at exit) waits for the last ones. A crash in those milliseconds costs what a
+    crash during the request costs: the question is asked again. The connections stay open for
+    the process's life, as the engine's pool does: every step of a run uses them.
     """
 
     GET = "SELECT response, cost_usd FROM llm_calls WHERE request_hash = %s"
@@ -270,9 +271,13 @@ class CallCache:
 
     def spent(self) -> float:
         """The cost of every recorded call, once the records queued so far are in."""
-        self._writer.submit(None).result()
+        self.flush()
         row = self._query(self.SPENT, ())
         return float(row[0]) if row else 0.0
+
+    def flush(self) -> None:
+        """Wait until the records queued so far are in the table (or failed)."""
+        self._writer.submit(None).result()
 
     def close(self) -> None:
         """Wait for the queued records and close the connections (the cache can still be
@@ -504,9 +509,9 @@ class LlmClient:
         self._count_lock = threading.Lock()
 
     def close(self) -> None:
-        """Wait for the cache's records and release the connections (the client can still be
-        used)."""
-        self.cache.close()
+        """Wait for the cache's records and close this client's HTTP connections (the client
+        can still be used; the cache's database connections stay with the process)."""
+        self.cache.flush()
         with self._count_lock:
             copies, self._copies = self._copies, []
             self._per_thread = threading.local()
