@@ -211,10 +211,10 @@ class CallCache:
     """The `llm_calls` table: answers by request hash, their tokens and what they cost.
 
     Every request of every worker thread looks here first and records its answer after, so
-    both must cost the request little (measured with `bench/llm.py`). A lookup runs in its own
-    thread on one of a few autocommit connections kept by the cache (a connection per thread
-    would start dozens of server processes at once; a lookup thread of the cache's own would
-    add two thread switches to every request). A record does not hold up its request at all:
+    both must cost the request little (measured with `bench/llm.py`). A lookup runs in the
+    asking thread on one of a few autocommit connections kept by the cache (a connection per
+    thread would start dozens of server processes at once; a lookup thread of the cache's own
+    would add two thread switches to every request). A record does not hold up its request at all:
     a writer thread inserts whatever queued while its last insert ran, in one pipelined
     statement; lookups of this process find a record on its way in memory, and `flush` (and
     `close`, run at exit) waits for the last ones. A crash in those milliseconds costs what a
