@@ -92,14 +92,20 @@ def add_object(session: Session, file_id: int, order: int, byte: int, name: str,
     return row
 
 
-def build_library(session: Session) -> SmallLibrary:
-    """Three files, the dictionary above and the theorem `lib.b.dvdn_trans`."""
+def add_library(session: Session, name: str) -> Library:
+    """A built library named `name`, of prefix `lib` (as every test library here)."""
     library = Library(
-        name="lib", input_path="/in", output_path="/out", logical_prefix="lib",
+        name=name, input_path=f"/in/{name}", output_path=f"/out/{name}", logical_prefix="lib",
         stage=Stage.build, status=Status.done,
     )  # fmt: skip
     session.add(library)
     session.flush()
+    return library
+
+
+def build_library(session: Session) -> SmallLibrary:
+    """Three files, the dictionary above and the theorem `lib.b.dvdn_trans`."""
+    library = add_library(session, "lib")
     files = {}
     for name, (order, requires) in FILES.items():
         source = SourceFile(
@@ -177,12 +183,7 @@ def test_rocq_files_count_whichever_library_built_them(small_library: SmallLibra
     """The dictionary keeps one row per object: a Rocq file another library built is available
     where it is required; another library's own file of a required name is not."""
     with db.session_factory().begin() as session:
-        other = Library(
-            name="other", input_path="/in2", output_path="/out2", logical_prefix="lib",
-            stage=Stage.build, status=Status.done,
-        )  # fmt: skip
-        session.add(other)
-        session.flush()
+        other = add_library(session, "other")
         ids = {}
         for logical, from_rocq in (("Coq.ssr.ssrbool", True), ("lib.x", False)):
             source = SourceFile(
