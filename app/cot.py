@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app.chains import CLOSE_TAG, HIDDEN_PROOF, OPEN_TAG
 from app.goal_diff import NO_GOALS
 
 KINDS = ("think", "search", "script", "have")
 CODE_KINDS = ("script", "have")
 TACTIC_SECTIONS = ("Breaking it down", "What happens", "Summary")
 PROOF_SECTIONS = ("Statement", "Proof")
-HAVE_OPEN, HAVE_CLOSE, HIDDEN_PROOF = "(*<have>*)", "(*</have>*)", "(*proof*)"
 OFFLINE = "offline"
 
 _KEYWORD = re.compile(r"^(Proof\b[^.]*|Qed|Defined|Abort|Admitted|Save\s+\S+|Next Obligation)\.$")
@@ -110,7 +110,7 @@ class Step:
     @property
     def is_have(self) -> bool:
         """A have whose proof became a sub-theorem: step 4 keeps step 2's `(*<have>*)` tag."""
-        return HAVE_OPEN in self.chain
+        return OPEN_TAG in self.chain
 
     @property
     def code(self) -> str:
@@ -121,9 +121,9 @@ class Step:
 def shown_code(code: str) -> str:
     """Code without step 4's have markers (`(*<have>*)`, `(*proof*)`, `(*</have>*)`), and no
     blank before a sentence's final period."""
-    if HAVE_OPEN not in code and HIDDEN_PROOF not in code:
+    if OPEN_TAG not in code and HIDDEN_PROOF not in code:
         return code.strip()
-    for marker in (HAVE_OPEN, HIDDEN_PROOF, HAVE_CLOSE):
+    for marker in (OPEN_TAG, HIDDEN_PROOF, CLOSE_TAG):
         code = code.replace(marker, " ")
     return _BLANK_PERIOD.sub(".", re.sub(r"[ \t]{2,}", " ", code)).strip()
 

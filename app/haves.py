@@ -12,11 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.chains import CLOSE_TAG, OPEN_TAG, untagged
 from app.rocq.positions import SourceText
 from app.rocq.session import split_sentences
-
-OPEN_TAG = "(*<have>*)"
-CLOSE_TAG = "(*</have>*)"
 
 _HAVE_WORD = re.compile(r"(?<![\w'])have(?![\w'])")
 _HAVE_START = re.compile(r"\s*(by\s+)?((?:gen\s+)?have)(?![\w'])(?!\s+suff)")
@@ -189,17 +187,11 @@ def sentence_spans(text: str) -> list[Span]:
     return spans
 
 
-def strip_tags(text: str) -> str:
-    """The text without have tags (and the blank each tag brought with it)."""
-    text = text.replace(f"{OPEN_TAG} ", "").replace(OPEN_TAG, "")
-    return text.replace(f" {CLOSE_TAG}", "").replace(CLOSE_TAG, "")
-
-
 def normalise(proof: str) -> tuple[str, ...]:
     """A proof as its sequence of tactics, blanks collapsed and chain splits undone: `a; b.`
     and `a. b.` give the same tactics. Two proofs that differ only by where step 2 split their
     chains (and by tags) normalise to the same value."""
-    proof = strip_tags(proof)
+    proof = untagged(proof)
     masked = mask(proof)
     return tuple(
         " ".join(piece.of(proof).split())

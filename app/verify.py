@@ -28,13 +28,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.cot import CODE_KINDS, HAVE_OPEN, Block, CotError, same_code, shown_code
+from app.chains import OPEN_TAG, parse_chains
+from app.cot import CODE_KINDS, Block, CotError, same_code, shown_code
 from app.db.models import Library, SourceFile, Theorem
 from app.dictionary import sentence_index
 from app.exports.examples import TrainingExample, read_examples
 from app.rocq.positions import Position
 from app.rocq.session import LoadPath, RocqSession, RocqSessionError, State
-from app.steps.step_4 import parse_chains
 
 TIMEOUT = 60.0
 _PROOF = re.compile(r"Proof\b")
@@ -141,7 +141,7 @@ def _start(theorem: Theorem, sentences: list[dict[str, Any]]) -> tuple[Position,
 def runnable(code: Sequence[Block], start: ProofStart) -> list[str]:
     """What Rocq runs for each code block: a script as written; for a have, the proof's next
     have chain that shows it (the have with its proof). A `CotError` when there is none."""
-    haves = [(text, script) for text, script in start.scripts if HAVE_OPEN in text]
+    haves = [(text, script) for text, script in start.scripts if OPEN_TAG in text]
     texts, position = [], 0
     for number, block in enumerate(code, 1):
         if block.kind != "have":

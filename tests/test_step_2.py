@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.chains import untagged
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Have, SourceFile, Theorem
@@ -29,7 +30,6 @@ from app.haves import (
     normalise,
     outer_blocks,
     pieces,
-    strip_tags,
     tactic_count,
 )
 from app.steps import step_2
@@ -264,7 +264,7 @@ def test_has_candidate_looks_in_chains_and_branches() -> None:
 def test_normalise_undoes_tags_and_chain_splits_only() -> None:
     original = "Proof.\nmove=> k; have e: k = k by []; exact: e.\nQed."
     tagged = "Proof.\nmove=> k. (*<have>*) have e: k = k by [] (*</have>*). exact: e.\nQed."
-    assert strip_tags(tagged) == "Proof.\nmove=> k. have e: k = k by []. exact: e.\nQed."
+    assert untagged(tagged) == "Proof.\nmove=> k. have e: k = k by []. exact: e.\nQed."
     assert normalise(tagged) == normalise(original)
     assert normalise(tagged) != normalise(original.replace("exact: e", "exact e"))
     assert normalise("Proof. by a; b. Qed.") != normalise("Proof. a. by b. Qed.")
@@ -273,7 +273,7 @@ def test_normalise_undoes_tags_and_chain_splits_only() -> None:
 def test_tactic_count_skips_have_blocks_proof_and_qed() -> None:
     tagged = EXPECTED["later_sentences"]
     assert tactic_count(tagged) == 1
-    assert tactic_count(strip_tags(tagged)) == 4
+    assert tactic_count(untagged(tagged)) == 4
     assert tactic_count(EXPECTED["in_chain"]) == 2
     assert tactic_count(EXPECTED["nested_blocks"]) == 1
     assert tactic_count("Proof. by []. Qed.") == 1

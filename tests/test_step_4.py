@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.chains import Alignment, parse_chains, untagged
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
@@ -21,7 +22,6 @@ from app.goal_diff import goal_diff, lemma_statement, let_parts, rename_reserved
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import LoadPath, RocqSession, State
 from app.steps import step_4
-from app.steps.step_4 import Alignment, parse_chains, untagged
 from tests.test_steps_0_1 import rocqcot
 
 OPEN, CLOSE = "(*<have>*) ", " (*</have>*)"

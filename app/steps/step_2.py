@@ -30,6 +30,7 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, aliased
 
+from app.chains import untagged
 from app.db.enums import Stage, Status
 from app.db.models import Have, Library, SourceFile, Theorem
 from app.haves import (
@@ -44,7 +45,6 @@ from app.haves import (
     normalise,
     pieces,
     sentence_spans,
-    strip_tags,
     tactic_count,
 )
 from app.rocq.goals import Goal, Goals
@@ -417,7 +417,7 @@ class _Walk:
         del self.out[block.start :]
         del self.haves[block.haves :]
         self.out.extend(texts)
-        if strip_tags(emitted).split() != "".join(texts).split():
+        if untagged(emitted).split() != "".join(texts).split():
             rest = "".join(texts[1:])
             self.state = run_long(self.session, block.original(), rest, self.session.timeout)
 
@@ -666,7 +666,7 @@ def _check(item: TheoremInput, tagged: str, start: State, end: State) -> None:
     if normalise(tagged) != normalise(item.proof):
         raise RewriteError(f"{item.fqn}: without its tags the proof is not the original one")
     ran = " ".join(end.steps[len(start.steps) :]).split()
-    if ran != strip_tags(tagged).split():
+    if ran != untagged(tagged).split():
         raise RewriteError(f"{item.fqn}: Rocq did not run the rewritten proof as written")
     if end.goals is not None and end.goals.in_proof:
         raise RocqError(f"{item.fqn}: the proof is still open after its last sentence")
