@@ -812,3 +812,31 @@ def run_llm_step(
         spent = usage(session)
     sent = client.sent if isinstance(client, LlmClient) else 0
     return StepReport(settings.writer, stats.done, stats.failed, sent, spent)
+
+
+def step_command(
+    step: int,
+    spec: StageSpec,
+    writer_for: Callable[[LlmSettings], Callable[..., Any]],
+    written: str,
+    offline_batch: int,
+    doc: str,
+) -> Callable[..., None]:
+    """The command of an LLM step that runs its stage and nothing else: the shared flags, then
+    the summary line (`written`: what the rows became)."""
+
+    def command(
+        max_workers: MaxWorkersOption = None,
+        mean_delay: MeanDelayOption = None,
+        budget_usd: BudgetOption = None,
+        config: ConfigOption = None,
+        base_url: BaseUrlOption = None,
+        model: ModelOption = None,
+        offline: OfflineOption = False,
+    ) -> None:
+        flags = StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
+        report = run_llm_step(step, spec, writer_for, flags, offline_batch)
+        typer.echo(report.line(step, written))
+
+    command.__doc__ = doc
+    return command

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -283,19 +282,10 @@ SPEC = register(
 )
 
 
-def command(
-    max_workers: llm.MaxWorkersOption = None,
-    mean_delay: llm.MeanDelayOption = None,
-    budget_usd: llm.BudgetOption = None,
-    config: llm.ConfigOption = None,
-    base_url: llm.BaseUrlOption = None,
-    model: llm.ModelOption = None,
-    offline: llm.OfflineOption = False,
-) -> None:
-    """Write the chains of thought of the evaluated theorems (offline without an endpoint)."""
-    flags = llm.StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
-    report = llm.run_llm_step(5, SPEC, writer_for, flags, offline_batch=8)
-    typer.echo(report.line(5, "chains of thought written"))
+command = llm.step_command(
+    5, SPEC, writer_for, "chains of thought written", offline_batch=8,
+    doc="Write the chains of thought of the evaluated theorems (offline without an endpoint).",
+)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-import typer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -164,19 +163,10 @@ SPEC = register(
 )
 
 
-def command(
-    max_workers: llm.MaxWorkersOption = None,
-    mean_delay: llm.MeanDelayOption = None,
-    budget_usd: llm.BudgetOption = None,
-    config: llm.ConfigOption = None,
-    base_url: llm.BaseUrlOption = None,
-    model: llm.ModelOption = None,
-    offline: llm.OfflineOption = False,
-) -> None:
-    """Write the missing docstrings of the dependencies the CoTs search for."""
-    flags = llm.StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
-    report = llm.run_llm_step(6, SPEC, writer_for, flags, offline_batch=32)
-    typer.echo(report.line(6, "docstrings written"))
+command = llm.step_command(
+    6, SPEC, writer_for, "docstrings written", offline_batch=32,
+    doc="Write the missing docstrings of the dependencies the CoTs search for.",
+)  # fmt: skip
 
 
 if __name__ == "__main__":
