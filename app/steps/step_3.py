@@ -24,9 +24,10 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from app import jobs
 from app.db.enums import Stage, Status
 from app.db.models import Have, Job, Theorem
 from app.errors import RocqcotError
@@ -246,19 +247,12 @@ def queue_job(session: Session, params: SelectParams, reset: bool) -> bool:
     """Queue the selection unless a job with these parameters is done or under way;
     returns whether it was queued."""
     wanted = asdict(params)
-    created = session.execute(
-        insert(Job)
-        .values(name=JOB_NAME, params=wanted, stage=Stage.select, status=Status.pending)
-        .on_conflict_do_nothing(index_elements=["name"])
-        .returning(Job.id)
-    ).scalar()
-    if created is not None:
+    job = jobs.create_or_lock(session, JOB_NAME, Stage.select, wanted)
+    if job is None:
         return True
-    job = session.execute(sa.select(Job).where(Job.name == JOB_NAME).with_for_update()).scalar_one()
     if job.params == wanted and job.status != Status.failed and not reset:
         return False
-    job.params, job.result = wanted, None
-    job.stage, job.status, job.attempts, job.error = Stage.select, Status.pending, 0, None
+    jobs.requeue(job, Stage.select, wanted)
     return True
 
 

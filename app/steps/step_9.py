@@ -31,9 +31,9 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app import jobs
 from app.cot import CODE_KINDS, Block, CotError, Step, match_code
 from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, LibraryObject, ProofStep, SearchBlock, Theorem
@@ -396,23 +396,16 @@ def queue_job(session: Session, params: FilterParams, reset: bool) -> bool:
     """Queue the filtering when CoTs wait for it, the job failed, or the parameters changed
     (then every CoT is judged again); returns whether it was queued."""
     wanted = asdict(params)
-    created = session.execute(
-        insert(Job)
-        .values(name=JOB_NAME, params=wanted, stage=Stage.filter, status=Status.pending)
-        .on_conflict_do_nothing(index_elements=["name"])
-        .returning(Job.id)
-    ).scalar()
-    if created is not None:
+    job = jobs.create_or_lock(session, JOB_NAME, Stage.filter, wanted)
+    if job is None:
         return True
-    job = session.execute(sa.select(Job).where(Job.name == JOB_NAME).with_for_update()).scalar_one()
     changed = reset or job.params != wanted
     if changed:
         _judge_again(session)
     pending = session.execute(sa.select(Cot.id).where(to_judge()).limit(1)).first() is not None
     if not (changed or pending or job.status == Status.failed):
         return False
-    job.params, job.result = wanted, None
-    job.stage, job.status, job.attempts, job.error = Stage.filter, Status.pending, 0, None
+    jobs.requeue(job, Stage.filter, wanted)
     return True
 
 
