@@ -163,10 +163,23 @@ def test_the_best_ranked_query_wins_not_the_last_that_finds_the_target(
         BestQueryParams(top_k=3),
     )
     result = step_8.run(item, Retrievers())
-    ranks = dict(result.ranks)
+    ranks = {index: rank for index, rank, _ in result.candidates}
     found = [index for index, rank in ranks.items() if rank is not None and rank <= 3]
     assert found[-1] == 3 and ranks[1] < ranks[3], ranks  # the last match is worse
     assert result.chosen == 1 and result.query == queries[1] and result.rank == 1
+
+
+def test_every_candidate_keeps_its_results(cot: int, capsys: pytest.CaptureFixture[str]) -> None:
+    _step_7(capsys)
+    _step_8(capsys)
+    for block in _blocks().values():
+        candidates = _candidates(block.id)
+        assert candidates and all(0 < len(c.results) <= 3 for c in candidates)
+        (chosen,) = [c for c in candidates if c.chosen]
+        assert chosen.results == block.results
+        for candidate in candidates:  # a candidate that ranks the target within k shows it
+            if candidate.target_rank is not None and candidate.target_rank <= 3:
+                assert block.target_fqn in [r["fqn"] for r in candidate.results]
 
 
 def test_best_position_lowest_rank_first_on_ties_unranked_last() -> None:

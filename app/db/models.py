@@ -261,6 +261,7 @@ class SearchQuery(Base):
     think: Mapped[str | None] = mapped_column(Text)
     writer: Mapped[str] = mapped_column(Text)
     target_rank: Mapped[int | None] = mapped_column(Integer)
+    results: Mapped[list[Any] | None] = mapped_column(doc="its first k results (step 8)")
     chosen: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 

@@ -9,7 +9,8 @@ candidate drawn at random, seeded by `--seed` and the block, so a rerun keeps th
 
 The block then holds the kept query, its first k results (a target whose docstring step 6
 wrote is forced in first, as in step 7) and its rank; `search_queries.chosen` marks it and
-every candidate keeps its own rank, so step 9 can tell whether any query found the target.
+every candidate keeps its own rank and results, so step 9 can tell whether any query found the
+target and a researcher can see what each repair brought back.
 The model, k and seed are stored in each library's settings (`best_query`); changing them
 chooses again.
 """
@@ -73,8 +74,8 @@ class BestInput:
 
 @dataclass(frozen=True)
 class BestResult:
-    ranks: tuple[tuple[int, int | None], ...]
-    """(candidate index, rank of the target) for every candidate."""
+    candidates: tuple[tuple[int, int | None, list[dict[str, Any]]], ...]
+    """(candidate index, rank of the target, first k results) for every candidate."""
     chosen: int
     """The kept candidate's index."""
     query: str
@@ -134,22 +135,23 @@ def run(item: BestInput, retrievers: Retrievers) -> BestResult:
     else:
         position = best_position(ranks)
     indexes = [index for index, _ in item.candidates]
+    results = [results_json(lookup, item.target, params.top_k) for lookup in lookups]
     return BestResult(
-        ranks=tuple(zip(indexes, ranks, strict=True)),
+        candidates=tuple(zip(indexes, ranks, results, strict=True)),
         chosen=indexes[position],
         query=queries[position],
-        results=results_json(lookups[position], item.target, params.top_k),
+        results=results[position],
         rank=ranks[position],
     )
 
 
 def store(session: Session, row_id: int, result: BestResult) -> None:
-    """Every candidate's rank and the chosen mark; the block takes the kept query."""
-    for index, rank in result.ranks:
+    """Every candidate's rank, results and the chosen mark; the block takes the kept query."""
+    for index, rank, results in result.candidates:
         session.execute(
             sa.update(SearchQuery)
             .where(SearchQuery.search_block_id == row_id, SearchQuery.candidate_index == index)
-            .values(target_rank=rank, chosen=index == result.chosen)
+            .values(target_rank=rank, results=results, chosen=index == result.chosen)
         )
     session.execute(
         sa.update(SearchBlock)

@@ -314,6 +314,7 @@ def upgrade() -> None:
         sa.Column("think", sa.Text(), nullable=True),
         sa.Column("writer", sa.Text(), nullable=False),
         sa.Column("target_rank", sa.Integer(), nullable=True),
+        sa.Column("results", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("chosen", sa.Boolean(), server_default="false", nullable=False),
         sa.ForeignKeyConstraint(["search_block_id"], ["search_blocks.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
