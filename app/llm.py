@@ -295,27 +295,16 @@ class CallCache:
             log.warning("llm answer %s not recorded (%s): it will be asked again", key, error)
 
     def _query(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """One statement's first row; a connection found dead (the server restarted) is
-        replaced once."""
-        import psycopg
-
+        """One statement's first row, on an idle connection or a new one."""
         with self._permits:
-            for retry in (False, True):
-                with self._lock:
-                    connection = self._idle.pop() if self._idle else None
-                try:
-                    connection = connection or _autocommit_connection(self._engine)
-                    row = connection.execute(sql, params).fetchone()
-                except (psycopg.OperationalError, sa.exc.OperationalError):
-                    if connection is not None:
-                        connection.close()
-                    if retry:
-                        raise
-                    continue
-                with self._lock:
-                    self._idle.append(connection)
-                return row
-        return None
+            with self._lock:
+                idle = self._idle.pop() if self._idle else None
+            row, connection = _on_live_connection(
+                self._engine, idle, lambda c: c.execute(sql, params).fetchone()
+            )
+            with self._lock:
+                self._idle.append(connection)
+            return row
 
 
 class _RecordWriter:
@@ -366,29 +355,41 @@ class _RecordWriter:
 
     def _write(self, connection: Any, jobs: list[tuple[Any, Future[None]]]) -> Any:
         """Insert a batch and tell each job how it went; returns the connection to keep."""
-        import psycopg
-
         rows = [row for row, _ in jobs if row is not None]
-        failure: Exception | None = None
-        for _attempt in range(2):
-            try:
-                connection = connection or _autocommit_connection(self._engine)
-                if rows:
-                    connection.cursor().executemany(self._insert, rows)
-            except (psycopg.OperationalError, sa.exc.OperationalError) as error:
-                if connection is not None:
-                    connection.close()
-                connection, failure = None, error
-                continue
-            except Exception as error:  # a bad record: each caller sees why
-                failure = error
-                break
+        try:
+            _, connection = _on_live_connection(
+                self._engine,
+                connection,
+                lambda c: c.cursor().executemany(self._insert, rows) if rows else None,
+            )
+        except Exception as error:  # the server is gone, or a bad record: each caller sees why
             for _, done in jobs:
-                done.set_result(None)
-            return connection
+                done.set_exception(error)
+            return None
         for _, done in jobs:
-            done.set_exception(failure)
+            done.set_result(None)
         return connection
+
+
+def _on_live_connection(
+    engine: sa.Engine, connection: Any, work: Callable[[Any], T]
+) -> tuple[T, Any]:
+    """`work` on the connection (a new one if None), and the connection to keep. A connection
+    found dead (the server restarted) is replaced once; a connection that failed is closed."""
+    import psycopg
+
+    replaced = False
+    while True:
+        try:
+            connection = connection or _autocommit_connection(engine)
+            return work(connection), connection
+        except Exception as error:
+            if connection is not None:
+                connection.close()
+            dead = isinstance(error, psycopg.OperationalError | sa.exc.OperationalError)
+            if replaced or not dead:
+                raise
+            connection, replaced = None, True
 
 
 def _autocommit_connection(engine: sa.Engine) -> Any:
