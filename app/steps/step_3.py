@@ -31,7 +31,7 @@ from app import jobs
 from app.db.enums import Stage, Status
 from app.db.models import Have, Job, Theorem
 from app.errors import RocqcotError
-from app.stages import StageSpec, register
+from app.stages import register
 
 JOB_NAME = "select"
 SELECTOR_VERSION = "select-1"
@@ -229,18 +229,7 @@ def _flag(session: Session, pool: PoolResult) -> None:
     )
 
 
-SPEC = register(
-    StageSpec(
-        stage=Stage.select,
-        model=Job,
-        input_stage=None,
-        load=load,
-        run=run,
-        store=store,
-        ready_filter=lambda: Job.name == JOB_NAME,
-        max_attempts=1,  # deterministic: running the step again retries a failed selection
-    )
-)
+SPEC = register(jobs.job_spec(Stage.select, JOB_NAME, load, run, store))
 
 
 def queue_job(session: Session, params: SelectParams, reset: bool) -> bool:

@@ -39,7 +39,7 @@ from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, LibraryObject, ProofStep, SearchBlock, Theorem
 from app.errors import RocqcotError
 from app.goal_diff import NO_GOALS
-from app.stages import StageSpec, register
+from app.stages import register
 
 JOB_NAME = "filter"
 FILTER_VERSION = "filter-1"
@@ -378,18 +378,7 @@ def store(session: Session, row_id: int, result: FilterResult) -> None:
     session.execute(sa.update(Job).where(Job.id == row_id).values(result=result.summary()))
 
 
-SPEC = register(
-    StageSpec(
-        stage=Stage.filter,
-        model=Job,
-        input_stage=None,
-        load=load,
-        run=run,
-        store=store,
-        ready_filter=lambda: Job.name == JOB_NAME,
-        max_attempts=1,  # deterministic: running the step again retries a failed filtering
-    )
-)
+SPEC = register(jobs.job_spec(Stage.filter, JOB_NAME, load, run, store))
 
 
 def queue_job(session: Session, params: FilterParams, reset: bool) -> bool:
