@@ -307,16 +307,18 @@ def _statements(space: VectorSpace) -> dict[str, sa.TextClause]:
     """The named statements of one vector space."""
     rows = f"object_embeddings e JOIN library_objects o ON o.id = e.object_id WHERE {space.where()}"
     query = sa.bindparam("query", type_=Vector())
-    search = (
+    nearest = (
         f"SELECT o.id, o.fqn, o.kind, o.name, o.fullname, o.docstring, "
         f"1 - {space.distance()} AS score FROM {rows} AND {_AVAILABLE} "
-        f"ORDER BY {space.distance()} LIMIT :k"
+        f"ORDER BY {space.distance()}"
     )
+    search = f"{nearest} LIMIT :k"
     return {
         # The k nearest available entries, nearest first.
         "search": sa.text(search).bindparams(query),
-        # The same, by an exact scan, equally near entries in a fixed order.
-        "exact": sa.text(search.replace("LIMIT :k", ", o.id LIMIT :k")).bindparams(query),
+        # The same, equally near entries in a fixed order (a sort the index cannot give: an
+        # exact scan).
+        "exact": sa.text(f"{nearest}, o.id LIMIT :k").bindparams(query),
         # How PostgreSQL runs that search.
         "explain": sa.text(f"EXPLAIN ANALYZE {search}").bindparams(query),
         # The target's distance, and how many available entries are nearer.
