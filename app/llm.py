@@ -507,13 +507,14 @@ class LlmClient:
         self._pacer = Pacer(settings.mean_delay)
         self._rng = random.Random()
         self._sent = 0
-        self._count_lock = threading.Lock()
+        self._lock = threading.Lock()
+        """Guards the count of requests sent and the list of per-thread copies."""
 
     def close(self) -> None:
         """Wait for the cache's records and close this client's HTTP connections (the client
         can still be used; the cache's database connections stay with the process)."""
         self.cache.flush()
-        with self._count_lock:
+        with self._lock:
             copies, self._copies = self._copies, []
             self._per_thread = threading.local()
         for copy in copies:
@@ -529,7 +530,7 @@ class LlmClient:
         copy = getattr(self._per_thread, "client", None)
         if copy is None:
             copy = self._openai.copy(http_client=openai.DefaultHttpxClient(verify=self._tls))
-            with self._count_lock:
+            with self._lock:
                 self._copies.append(copy)
                 self._per_thread.client = copy
         return copy
@@ -601,7 +602,7 @@ class LlmClient:
         attempt = 0
         while True:
             self._pacer.wait()
-            with self._count_lock:
+            with self._lock:
                 self._sent += 1
             try:
                 with self._slots:
