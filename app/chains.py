@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.rocq.positions import SourceText
-from app.rocq.session import split_sentences as rocq_sentences
+from app.rocq.sentences import split_sentences as rocq_sentences
 
 OPEN_TAG, CLOSE_TAG, HIDDEN_PROOF = "(*<have>*)", "(*</have>*)", "(*proof*)"
 _TAG = re.compile(r"\(\*</?have>\*\)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from app.chains import CLOSE_TAG, OPEN_TAG, untagged
 from app.rocq.positions import SourceText
-from app.rocq.session import split_sentences
+from app.rocq.sentences import split_sentences
 
 _HAVE_WORD = re.compile(r"(?<![\w'])have(?![\w'])")
 _HAVE_START = re.compile(r"\s*(by\s+)?((?:gen\s+)?have)(?![\w'])(?!\s+suff)")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from app.rocq.positions import SourceText
-from app.rocq.session import RocqSession, split_sentences
+from app.rocq.sentences import split_sentences
+from app.rocq.session import RocqSession
 
 MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
 DEFAULT_FILES = (MATHCOMP / "ssreflect" / "div.v", MATHCOMP / "ssreflect" / "seq.v")

@@ -30,6 +30,7 @@ from app.rocq.protocol import (
     UnsupportedVersion,
     protocol_for,
 )
+from app.rocq.sentences import split_sentences
 from app.rocq.session import (
     RocqCrashed,
     RocqError,
@@ -37,7 +38,6 @@ from app.rocq.session import (
     RocqSessionError,
     RocqTimeout,
     State,
-    split_sentences,
 )
 from app.rocq.timing import parse_timing
 

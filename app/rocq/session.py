@@ -20,20 +20,17 @@ import bisect
 import functools
 import os
 import re
-import select
-import signal
 import subprocess
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from app.rocq.goals import Goals, Location, Message
 from app.rocq.positions import Position, SourceText
-from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, Protocol, protocol_for
+from app.rocq.process import Coqidetop, ProcessDied, TimedOut
+from app.rocq.protocol import Err, Feedback, Ok, Protocol, protocol_for
+from app.rocq.sentences import split_sentences
 
 DEFAULT_TIMEOUT = 40.0
 INTERRUPT_GRACE = 5.0
@@ -70,14 +67,6 @@ class RocqTimeout(RocqSessionError):
 
 class RocqCrashed(RocqSessionError):
     """coqidetop died (or its pipe closed) during a call; it has been restarted."""
-
-
-class _TimedOut(Exception):
-    """Internal: no answer before the deadline."""
-
-
-class _Dead(Exception):
-    """Internal: the process closed its output."""
 
 
 # --- Public values ---------------------------------------------------------------------------
@@ -119,213 +108,6 @@ class State:
     def proof_finished(self) -> bool:
         """Whether a proof is open with nothing left to prove."""
         return self.goals is not None and self.goals.in_proof and self.goals.finished
-
-
-# --- Sentences -------------------------------------------------------------------------------
-
-_WORTH = re.compile(rb'\(\*|"|\.')
-_COMMENT_TOKEN = re.compile(rb'\(\*|\*\)|"')
-_SELECTOR_BRACE = re.compile(rb"(?:\d+|\[[^\]\s]+\])\s*:\s*\{")
-_BLANK = b" \t\r\n"
-_END_FOLLOW = (b"", b" ", b"\t", b"\r", b"\n")
-
-
-def split_sentences(data: bytes) -> list[tuple[int, int]]:
-    """Byte ranges (first token, just after the terminator) of the sentences of a Rocq text.
-
-    A sentence ends at a `.` followed by a blank, or is a bullet (`-`, `++`, `*`), a brace, or a
-    goal selector with a brace (`2: {`). Comments and strings are skipped. Matches the ranges of
-    `coqc -time` on MathComp; a last unterminated sentence runs to the end of the text.
-    """
-    sentences, i, n = [], 0, len(data)
-    while (start := _skip_blank(data, i)) < n:
-        i = _sentence_end(data, start)
-        sentences.append((start, i))
-    return sentences
-
-
-def _skip_blank(data: bytes, i: int) -> int:
-    """The offset of the next token after blanks and comments."""
-    while i < len(data):
-        if data[i] in _BLANK:
-            i += 1
-        elif data.startswith(b"(*", i):
-            i = _skip_comment(data, i)
-        else:
-            break
-    return i
-
-
-def _skip_comment(data: bytes, i: int) -> int:
-    """The offset after the (nested) comment opening at i; strings inside are skipped too."""
-    depth, i = 1, i + 2
-    while depth and (m := _COMMENT_TOKEN.search(data, i)):
-        if m.group() == b'"':
-            i = _skip_string(data, m.start())
-            continue
-        depth += 1 if m.group() == b"(*" else -1
-        i = m.end()
-    return i if depth == 0 else len(data)
-
-
-def _skip_string(data: bytes, i: int) -> int:
-    """The offset after the string opening at i (`""` is an escaped quote)."""
-    while (j := data.find(b'"', i + 1)) >= 0:
-        if data[j + 1 : j + 2] != b'"':
-            return j + 1
-        i = j + 1
-    return len(data)
-
-
-def _sentence_end(data: bytes, start: int) -> int:
-    """The offset just after the sentence starting at `start`."""
-    first = data[start : start + 1]
-    if first in (b"-", b"+", b"*"):
-        i = start
-        while data[i : i + 1] == first:
-            i += 1
-        return i
-    if first in (b"{", b"}"):
-        return start + 1
-    if m := _SELECTOR_BRACE.match(data, start):
-        return m.end()
-    i = start
-    while m := _WORTH.search(data, i):
-        token, i = m.group(), m.start()
-        if token == b"(*":
-            i = _skip_comment(data, i)
-        elif token == b'"':
-            i = _skip_string(data, i)
-        elif data[i + 1 : i + 2] in _END_FOLLOW and data[i - 1 : i] != b".":
-            return i + 1
-        else:
-            i += 1
-    return len(data)
-
-
-# --- Process and reader ----------------------------------------------------------------------
-
-
-class _Reader:
-    """Incremental parse of coqidetop's output into top-level elements (`value`, `feedback`)."""
-
-    def __init__(self) -> None:
-        self._parser = ET.XMLPullParser(events=("start", "end"))
-        self._parser.feed(STREAM_PROLOGUE)
-        self._depth = 0
-        self._root: ET.Element | None = None
-
-    def feed(self, data: bytes) -> None:
-        """Parse more output."""
-        self._parser.feed(data)
-
-    def elements(self) -> Iterator[ET.Element]:
-        """Complete top-level elements parsed so far; the rest stays queued for the next call."""
-        for event, element in self._parser.read_events():
-            if event == "start":
-                self._depth += 1
-                if self._root is None:
-                    self._root = element
-                continue
-            self._depth -= 1
-            if self._depth == 1:
-                self._root.clear()  # type: ignore[union-attr]  # parsed answers are not kept
-                yield element
-
-
-class _Coqidetop:
-    """One coqidetop process: send a call, read feedback until its value, interrupt, kill."""
-
-    def __init__(self, binary: str, args: Sequence[str], protocol: Protocol) -> None:
-        self.protocol = protocol
-        self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed in kill)
-        self._process = subprocess.Popen(
-            [binary, *protocol.launch_args, *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            bufsize=0,
-            start_new_session=True,
-        )
-        self._fd = self._process.stdout.fileno()  # type: ignore[union-attr]
-        self._poll = select.poll()
-        self._poll.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-        self._reader = _Reader()
-        self.pending = 0
-        """Calls sent and not answered yet."""
-
-    @property
-    def pid(self) -> int:
-        """The process id (tests kill it to simulate a crash)."""
-        return self._process.pid
-
-    def call(self, command: str, payload: bytes, timeout: float) -> Ok | Err:
-        """Send one call and wait for its value, collecting message feedback on the way."""
-        self.send(payload, 1)
-        return self.answer(command, time.monotonic() + timeout)
-
-    def send(self, payload: bytes, calls: int) -> None:
-        """Write `calls` calls at once; coqidetop answers them in order."""
-        try:
-            self._process.stdin.write(payload)  # type: ignore[union-attr]
-        except (BrokenPipeError, OSError) as error:
-            raise _Dead(str(error)) from error
-        self.pending += calls
-
-    def answer(self, command: str, deadline: float) -> Ok | Err:
-        """Read until the next value, or raise `_TimedOut` at the deadline."""
-        messages: list[Feedback] = []
-        while True:
-            for element in self._reader.elements():
-                if element.tag == "value":
-                    self.pending -= 1
-                    return self.protocol.response(command, element, tuple(messages))
-                if element.tag == "feedback" and (fb := self.protocol.feedback(element)):
-                    messages.append(fb)
-            self._reader.feed(self._read(deadline))
-
-    def _read(self, deadline: float) -> bytes:
-        """The next chunk of output, waiting at most until the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._poll.poll(remaining * 1000):
-            raise _TimedOut
-        data = os.read(self._fd, 1 << 16)
-        if not data:
-            raise _Dead(self.stderr_tail())
-        return data
-
-    def interrupt(self) -> None:
-        """Ask the running command to stop (SIGINT, as CoqIDE does)."""
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGINT)
-
-    def stderr_tail(self) -> str:
-        """The end of what coqidetop wrote on stderr, to explain a crash."""
-        self._stderr.seek(0, os.SEEK_END)
-        size = self._stderr.tell()
-        self._stderr.seek(max(0, size - 2000))
-        return self._stderr.read().decode("utf-8", "replace").strip()
-
-    def kill(self) -> None:
-        """Stop the process now and release its pipes."""
-        if self._process.poll() is None:
-            self._process.kill()
-        self._process.wait()
-        self._close_pipes()
-
-    def quit(self, protocol_call: bytes, timeout: float) -> None:
-        """Ask the process to exit, killing it if it does not."""
-        try:
-            self.call("Quit", protocol_call, timeout)
-            self._process.wait(timeout)
-        except (_TimedOut, _Dead, subprocess.TimeoutExpired):
-            pass
-        self.kill()
-
-    def _close_pipes(self) -> None:
-        for pipe in (self._process.stdin, self._process.stdout, self._stderr):
-            if pipe is not None:
-                pipe.close()
 
 
 @functools.lru_cache(maxsize=256)
@@ -430,7 +212,7 @@ class RocqSession:
         self._load_paths: tuple[LoadPath, ...] = ()
         self._extra_args: tuple[str, ...] = ()
         self._file: _File | None = None
-        self._process: _Coqidetop | None = None
+        self._process: Coqidetop | None = None
         self._restarting = False
         self._init_sid = 0
         self._prefix: list[int] = []
@@ -673,14 +455,14 @@ class RocqSession:
             process.send(b"".join(payload for _, payload in calls), len(calls))
             deadline = time.monotonic() + self.timeout
             return [process.answer(command, deadline) for command, _ in calls]
-        except _TimedOut:
+        except TimedOut:
             self._after_timeout(process)
             raise RocqTimeout(f"{names} took more than {self.timeout:g} s") from None
-        except _Dead as error:
+        except ProcessDied as error:
             self._after_crash(process)
             raise RocqCrashed(f"coqidetop died during {names}: {error}") from None
 
-    def _after_timeout(self, process: _Coqidetop) -> None:
+    def _after_timeout(self, process: Coqidetop) -> None:
         """Interrupt the command and backtrack to the tip; restart if it does not stop."""
         if self._restarting:
             process.kill()
@@ -692,12 +474,12 @@ class RocqSession:
                 process.answer("Edit_at", deadline)  # answers are dropped: any normaliser fits
             edit = self._protocol.edit_at(self._tip)
             back = process.call("Edit_at", edit, self.interrupt_grace)
-        except (_TimedOut, _Dead):
+        except (TimedOut, ProcessDied):
             back = None
         if not isinstance(back, Ok):
             self._restart(keep_prefix=True)
 
-    def _after_crash(self, process: _Coqidetop) -> None:
+    def _after_crash(self, process: Coqidetop) -> None:
         """Restart a dead process, unless it died while being restarted."""
         if self._restarting:
             process.kill()
@@ -712,7 +494,7 @@ class RocqSession:
         loaded = self._current_file()
         args = [a for p in self._load_paths for a in p.args]
         args += [*self._extra_args, "-topfile", loaded.path]
-        self._process = _Coqidetop(self._binary, args, self._protocol)
+        self._process = Coqidetop(self._binary, args, self._protocol)
         self._prefix, self._steps = [], []
         self._restarting = True
         try:

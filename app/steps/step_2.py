@@ -49,7 +49,8 @@ from app.haves import (
 )
 from app.rocq.goals import Goal, Goals
 from app.rocq.positions import SourceText
-from app.rocq.session import RocqError, RocqSession, RocqSessionError, State, split_sentences
+from app.rocq.sentences import split_sentences
+from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
 from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
