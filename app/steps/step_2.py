@@ -47,6 +47,7 @@ from app.haves import (
     sentence_spans,
     tactic_count,
 )
+from app.options import RocqBin, use_rocq
 from app.rocq.goals import Goal, Goals
 from app.rocq.positions import SourceText
 from app.rocq.sentences import split_sentences
@@ -721,6 +722,7 @@ SPEC = register(
         order_by=lambda: [Theorem.file_id, Theorem.byte_start],
         batch_size=16,
         lease_seconds=600.0,
+        runs_rocq=True,
         max_attempts=2,
         resources=open_cursor,
     )
@@ -734,11 +736,13 @@ def command(
     pet_timeout: Annotated[
         float, typer.Option(min=1.0, help="seconds one Rocq call (a sentence) may take")
     ] = DEFAULT_TIMEOUT,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """Tag the haves that open intermediate goals and re-check the rewritten proofs."""
     from app.db.engine import ensure_schema, session_factory
     from workers.runner import run_workers
 
+    use_rocq(rocq_bin)
     ensure_schema()
     spec = dataclasses.replace(SPEC, resources=functools.partial(open_cursor, pet_timeout))
     stats = run_workers([spec], concurrency=max_workers)
