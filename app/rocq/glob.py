@@ -3,8 +3,8 @@
 A glob file names every definition and every resolved reference of a library with its fully
 qualified name, so later steps never have to guess names from the source with regexes.
 
-The format (Coq 8.16 to Rocq 9, `interp/dumpglob.ml`), one record a line, offsets are UTF-8 BYTE offsets
-into the source, both ends inclusive:
+The format (Coq 8.16 to Rocq 9, `interp/dumpglob.ml`), one record a line, offsets are UTF-8
+BYTE offsets into the source, both ends inclusive:
 
     DIGEST <md5 of the .v>
     F<library>                                   e.g. Fmathcomp.ssreflect.div
