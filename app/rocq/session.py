@@ -455,6 +455,11 @@ class RocqSession:
         except ProcessDied as error:
             self._after_crash(process)
             raise RocqCrashed(f"coqidetop died during {names}: {error}") from None
+        except Exception:
+            # Any other failure leaves answers unread: a fresh process keeps calls and answers
+            # paired (an answer read for the wrong call cannot be decoded).
+            self._after_crash(process)
+            raise
 
     def _after_timeout(self, process: Coqidetop) -> None:
         """Interrupt the command and backtrack to the tip; restart if it does not stop."""
