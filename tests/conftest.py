@@ -1,5 +1,6 @@
-"""Shared fixtures: a real embedded PostgreSQL (with pgvector) for the whole test run, and a
-fresh database per test that needs one. No mocks: tests talk to the real server."""
+"""Shared fixtures: a real embedded PostgreSQL (with pgvector) for the whole test run, a fresh
+database per test that needs one, and the real Rocq toolchains (`tests/toolchains.py`). No mocks:
+tests talk to the real server and the real Rocq; a missing Rocq or MathComp fails them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import engine as db
+from app.rocq.toolchain import Toolchain, current
+from tests.toolchains import mathcomp, other_release, rooted
 
 
 def _clear_engine_caches() -> None:
@@ -78,3 +81,33 @@ def subprocess_env(database_url: str) -> dict[str, str]:
     env = dict(os.environ, DATABASE_URL=database_url)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
     return env
+
+
+@pytest.fixture(scope="session")
+def toolchain() -> Toolchain:
+    """The machine's toolchain (ROCQCOT_ROCQ_BIN, else PATH): the one the pipeline uses."""
+    return current()
+
+
+@pytest.fixture(scope="session")
+def mathcomp_dir(toolchain: Toolchain) -> Path:
+    """The machine toolchain's MathComp, seen from this process."""
+    return mathcomp(toolchain)
+
+
+@pytest.fixture(scope="session")
+def other_toolchain() -> Toolchain:
+    """The other Debian release's Rocq and MathComp, in a root beside this machine's."""
+    return rooted(other_release())
+
+
+@pytest.fixture(scope="session")
+def rocq9() -> Toolchain:
+    """Rocq 9.2 with Stdlib (forky has no MathComp)."""
+    return rooted("forky")
+
+
+@pytest.fixture(scope="session", params=["toolchain", "other_toolchain", "rocq9"])
+def each_toolchain(request: pytest.FixtureRequest) -> Toolchain:
+    """Each of the three toolchains in turn: for the Rocq layer's tests."""
+    return request.getfixturevalue(request.param)
