@@ -89,6 +89,12 @@ ERROR_FEEDBACK_AND_FAIL = (
     "&nbsp;α&nbsp;was&nbsp;not&nbsp;found&nbsp;in&nbsp;the&nbsp;current&nbsp;environment.</pp></_>"
     "</richpp></value>"
 )
+FAIL_820 = (  # coqidetop 8.20.1: the location moved into the value, as an optional `loc`
+    '<value val="fail"><state_id val="2"/><option val="some"><loc line_nb="0" bol_pos="0" '
+    'line_nb_last="0" bol_pos_last="0" start="8" stop="15"/></option><richpp><_><pp>The&nbsp;'
+    "variable&nbsp;foo_bar&nbsp;was&nbsp;not&nbsp;found&nbsp;in&nbsp;the&nbsp;current&nbsp;"
+    "environment.</pp></_></richpp></value>"
+)
 QUERY_FEEDBACK = (
     '<feedback object="state" route="3"><state_id val="4"/><feedback_content val="message">'
     '<message><message_level val="notice"/><option val="none"/><richpp><_><pp>0\n'
@@ -129,6 +135,14 @@ def test_decode_failure_keeps_offsets_and_last_good_state() -> None:
     assert message is not None and (message.level, message.span) == ("error", (14, 16))
     answer = protocol.response("Goal", value, (message,))
     assert answer == Err("The reference α was not found in the current environment.", (14, 16), 4)
+
+
+def test_decode_failure_of_8_20_keeps_message_and_offsets() -> None:
+    [value] = _elements(FAIL_820)
+    answer = Protocol820().response("Goal", value, ())
+    assert answer == Err(
+        "The variable foo_bar was not found in the current environment.", (8, 15), 2
+    )
 
 
 def test_decode_query_feedback_status_and_add() -> None:

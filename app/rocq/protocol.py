@@ -373,7 +373,18 @@ class Protocol816(Protocol):
 
 class Protocol820(Protocol816):
     """coqidetop 8.17 to 8.20: the calls, encodings and richpp of 8.16 (measured on 8.20.1:
-    MathComp 2.3 replayed with goals after every sentence)."""
+    MathComp 2.3 replayed with goals after every sentence), but a failure carries its location
+    as an optional `loc` element instead of `loc_s`/`loc_e` attributes."""
+
+    def response(self, command: str, xml: Element, messages: tuple[Feedback, ...]) -> Ok | Err:
+        """Decode `<value val="good">v</value>` or
+        `<value val="fail">sid <option>loc start stop</option> pp</value>`."""
+        if xml.get("val") == "good":
+            return super().response(command, xml, messages)
+        loc = xml[1][0] if xml[1].tag == "option" and len(xml[1]) else None
+        span = None if loc is None else (int(loc.get("start", "0")), int(loc.get("stop", "0")))
+        kept = tuple(m for m in messages if m.level != "error")
+        return Err(_decode_text(xml[-1]).strip(), span, _decode(xml[0]).id, kept)
 
 
 class Protocol9(Protocol820):
