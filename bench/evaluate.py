@@ -1,6 +1,7 @@
 """Step 4 with `--all` against `coqc` of the same files, measured in one run.
 
-Run: `python -m bench.evaluate [--files seq.v div.v …] [--max-workers N]` against a database
+Run: `python -m bench.evaluate [--rocq-bin DIR] [--files seq.v div.v …] [--max-workers N]`
+(the database's toolchain) against a database
 where steps 0 and 1 ran (`ROCQCOT_HOME=/tmp/rc_ssr rocqcot run` builds MathComp's ssreflect
 part in about a minute; point `ROCQCOT_HOME` or `DATABASE_URL` at it). Every theorem of the
 chosen files (default: all files with theorems) is reset and evaluated again by the step's own
@@ -27,7 +28,9 @@ from app import dictionary
 from app.db.engine import ensure_schema, session_factory
 from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
+from app.rocq.toolchain import Toolchain
 from app.steps import step_4
+from bench.rocq import add_rocq_bin, chosen
 from workers.runner import run_workers
 
 
@@ -69,15 +72,15 @@ def evaluate(workers: int) -> float:
     return time.perf_counter() - start
 
 
-def compile_all(files: list[tuple[int, str, str, str]]) -> float:
+def compile_all(toolchain: Toolchain, files: list[tuple[int, str, str, str]]) -> float:
     """`coqc` of each file in turn, with the library's load path; wall seconds."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         for file_id, path, output, prefix in files:
             target = Path(out) / str(file_id) / (Path(path).name + "o")  # coqc wants the name
             target.parent.mkdir()
-            command = ["coqc", "-R", output, prefix, "-o", str(target), str(Path(output) / path)]
-            subprocess.run(command, check=True, capture_output=True)
+            arguments = ("-R", output, prefix, "-o", str(target), str(Path(output) / path))
+            subprocess.run(toolchain.command("coqc", *arguments), check=True, capture_output=True)
     return time.perf_counter() - start
 
 
@@ -102,16 +105,18 @@ def _reason(error: str | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_rocq_bin(parser)
     parser.add_argument("--files", nargs="*", default=[], help="paths in the library")
     parser.add_argument("--max-workers", type=int, default=1)
     args = parser.parse_args()
+    toolchain = chosen(args.rocq_bin)
     ensure_schema()
     files = chosen_files(args.files)
     ids = [file_id for file_id, *_ in files]
     queued = reset(ids)
     print(f"{len(files)} files, {queued} theorems queued")
     ours = evaluate(args.max_workers)
-    coqc = compile_all(files)
+    coqc = compile_all(toolchain, files)
     done, failed, reasons = outcome(ids)
     print(f"coqc {coqc:.1f} s, step 4 --all {ours:.1f} s ({args.max_workers} workers)")
     print(f"evaluated {done} of {queued} ({100 * done / max(queued, 1):.2f} %), {failed} failed")

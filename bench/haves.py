@@ -6,9 +6,11 @@ reset for every theorem of that database (tagged proofs and haves are deleted), 
 runs in full. The library's built copy (comment-stripped `.v` files) is copied to a work
 folder and compiled by a Makefile of plain `coqc -R . <prefix> file.v` rules; then
 `rocqcot step 2 --max-workers N` runs. Wall time is what counts; CPU seconds (this process
-and its children) are printed too because the machine may be shared.
+and its children) are printed too because the machine may be shared. Only the library's own
+files are compiled (Rocq's SSReflect files that step 0 records beside them, `from_rocq`, are
+built against the installed ones by both sides). `--rocq-bin` must name the database's toolchain.
 
-    python bench/haves.py [--jobs 2] [--workdir DIR]
+    python bench/haves.py [--rocq-bin DIR] [--jobs 2] [--workdir DIR]
 
 The last line is `RESULT step2_over_make=<ratio> haves=<count> recheck_rate=<rate>`, the rate
 being theorems with a tagged have over those plus the failed ones.
@@ -37,7 +39,9 @@ from app.db import engine as db  # noqa: E402
 from app.db.enums import Stage, Status  # noqa: E402
 from app.db.models import Have, Library, SourceFile, Theorem  # noqa: E402
 from app.rocq.build import dependencies  # noqa: E402
+from app.rocq.toolchain import Toolchain  # noqa: E402
 from app.steps.step_2 import have_summary  # noqa: E402
+from bench.rocq import add_rocq_bin, chosen  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -54,12 +58,14 @@ def measured(action: Callable[[], object]) -> tuple[float, float]:
 
 
 def library() -> tuple[Path, str, list[str]]:
-    """The built copy of the database's library, its prefix and its files."""
+    """The built copy of the database's library, its prefix and its own files (the rows of
+    Rocq's files that step 0 built beside it, `from_rocq`, are not in that copy)."""
     with db.session_factory()() as session:
         output, prefix = session.execute(
             sa.select(Library.output_path, Library.logical_prefix)
         ).one()
-        files = session.execute(sa.select(SourceFile.path)).scalars().all()
+        own = sa.select(SourceFile.path).where(SourceFile.from_rocq.is_(False))
+        files = session.execute(own).scalars().all()
     return Path(output), prefix, sorted(files)
 
 
@@ -82,24 +88,27 @@ def reset_step_2() -> None:
         )
 
 
-def makefile(root: Path, prefix: str) -> str:
+def makefile(toolchain: Toolchain, root: Path, prefix: str) -> str:
     """Make rules compiling every file after the files it requires, as coq_makefile would."""
-    graph = dependencies(root, prefix)
+    graph = dependencies(root, prefix, toolchain=toolchain)
     vo = [file.removesuffix(".v") + ".vo" for file in graph.order]
-    lines = [f"all: {' '.join(vo)}", "%.vo: %.v", f"\tcoqc -R . {prefix} $<"]
+    coqc = toolchain.executable("coqc")
+    lines = [f"all: {' '.join(vo)}", "%.vo: %.v", f"\t{coqc} -R . {prefix} $<"]
     for file in graph.order:
         deps = " ".join(dep.removesuffix(".v") + ".vo" for dep in sorted(graph.requires[file]))
         lines.append(f"{file.removesuffix('.v')}.vo: {file} {deps}")
     return "\n".join(lines) + "\n"
 
 
-def plain_build(source: Path, files: list[str], prefix: str, target: Path, jobs: int) -> None:
+def plain_build(
+    toolchain: Toolchain, source: Path, files: list[str], prefix: str, target: Path, jobs: int
+) -> None:
     """Copy the files and compile them with `make -jN`."""
     shutil.rmtree(target, ignore_errors=True)
     for file in files:
         (target / file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source / file, target / file)
-    (target / "Makefile").write_text(makefile(target, prefix))
+    (target / "Makefile").write_text(makefile(toolchain, target, prefix))
     make = ["make", "-s", f"-j{jobs}", "-C", str(target)]
     subprocess.run(make, check=True, capture_output=True)
 
@@ -113,13 +122,17 @@ def step_2(jobs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_rocq_bin(parser)
     parser.add_argument("--jobs", type=int, default=2, help="make -jN and --max-workers N")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.mkdtemp(prefix="bench-")))
     args = parser.parse_args()
+    toolchain = chosen(args.rocq_bin)
     db.ensure_schema()
     source, prefix, files = library()
     target = args.workdir / "make"
-    make_wall, make_cpu = measured(lambda: plain_build(source, files, prefix, target, args.jobs))
+    make_wall, make_cpu = measured(
+        lambda: plain_build(toolchain, source, files, prefix, target, args.jobs)
+    )
     print(f"make -j{args.jobs}: {make_wall:.1f} s wall, {make_cpu:.1f} s CPU", flush=True)
     reset_step_2()
     step_wall, step_cpu = measured(lambda: step_2(args.jobs))

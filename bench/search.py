@@ -1,7 +1,7 @@
 """The retrieval engine on the whole MathComp dictionary: embedding speed and search latency.
 
-    python -m bench.search [--database-url URL] [--searches 1000] [--top-k 10] [--seed S]
-                           [--model-name M] [--device D] [--batch-size B]
+    python -m bench.search [--database-url URL] [--rocq-bin DIR] [--searches 1000]
+                           [--top-k 10] [--seed S] [--model-name M] [--device D] [--batch-size B]
 
 Embeds every dictionary entry with the default model (all-MiniLM-L6-v2, bundled) through
 `sync_embeddings`, HNSW index build included, and reports entries per second; then runs
@@ -17,11 +17,12 @@ Its data:
 - with `--database-url`, a database where step 4 ran: its dictionary is embedded into its
   `object_embeddings`, as steps 7 and 8 would, and its theorems are searched;
 - otherwise, in a fresh database on a temporary embedded server, the dictionary is built
-  here from the installed MathComp's `.glob` files (step 4's own build needs steps 0-1 on the
-  whole library, 10-20 minutes): one entry per glob definition (binders, section variables
-  and sections left out), its text the sentence that starts before it up to the first `.`
-  followed by whitespace (comments blanked), its docstring the file's header documentation
-  of its name (`size s == ...`) when there is one, else that sentence. Files require what
+  here from the `.glob` files of the toolchain's MathComp (`--rocq-bin`, else PATH's; step 4's
+  own build needs steps 0-1 on the whole library, 10-20 minutes): one entry per glob
+  definition (binders, section variables and sections left out), its text the sentence that
+  starts before it up to the first `.` followed by whitespace (comments blanked), its
+  docstring the file's header documentation of its name (`size s == ...`) when there is one,
+  else that sentence. Files require what
   their globs reference, transitively; the dependency order is a topological order of that.
   Every `prf` definition is a theorem.
 """
@@ -60,9 +61,9 @@ from app.retrieval import (
 from app.rocq.glob import read_glob
 from app.rocq.lexer import header_docs
 from app.rocq.positions import SourceText
+from bench.rocq import add_rocq_bin, chosen
 from bench.select import blank_comments
 
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
 CHUNK = 2000
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")
 
@@ -101,10 +102,10 @@ def file_entries(source: Path, glob_path: Path) -> tuple[str, set[str], list[dic
     return glob.library, references, entries
 
 
-def glob_library() -> dict[str, tuple[set[str], list[dict[str, Any]]]]:
+def glob_library(mathcomp: Path) -> dict[str, tuple[set[str], list[dict[str, Any]]]]:
     """Every installed MathComp file: direct requirements (within MathComp) and entries."""
     files = {}
-    for glob_path in sorted(MATHCOMP.rglob("*.glob")):
+    for glob_path in sorted(mathcomp.rglob("*.glob")):
         source = glob_path.with_suffix(".v")
         if source.exists():
             name, references, entries = file_entries(source, glob_path)
@@ -123,12 +124,14 @@ def closure(direct: dict[str, set[str]]) -> tuple[list[str], dict[str, set[str]]
     return order, full
 
 
-def insert_glob_library(files: dict[str, tuple[set[str], list[dict[str, Any]]]]) -> int:
+def insert_glob_library(
+    mathcomp: Path, files: dict[str, tuple[set[str], list[dict[str, Any]]]]
+) -> int:
     """Write the library's files, entries and theorems; returns the number of entries."""
     order, requires = closure({name: refs for name, (refs, _) in files.items()})
     with db.session_factory().begin() as session:
         library = Library(
-            name="mathcomp", input_path=str(MATHCOMP), output_path=str(MATHCOMP),
+            name="mathcomp", input_path=str(mathcomp), output_path=str(mathcomp),
             logical_prefix="mathcomp", stage=Stage.build, status=Status.done,
         )  # fmt: skip
         session.add(library)
@@ -284,6 +287,7 @@ def _embed_one(retriever: Retriever, query: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--database-url", help="a database where step 4 ran")
+    add_rocq_bin(parser)
     parser.add_argument("--searches", type=int, default=1000)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -307,7 +311,8 @@ def main() -> None:
             os.environ["DATABASE_URL"] = server.get_uri(database="bench_search", driver="psycopg")
             db.ensure_schema()
             started = time.perf_counter()
-            entries = insert_glob_library(glob_library())
+            mathcomp = chosen(args.rocq_bin).default_library()
+            entries = insert_glob_library(mathcomp, glob_library(mathcomp))
             print(f"dictionary built from the installed MathComp's globs: {entries} entries "
                   f"in {time.perf_counter() - started:.1f} s")  # fmt: skip
             result = bench(args)

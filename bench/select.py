@@ -44,8 +44,8 @@ from app.rocq.lexer import comments, strip_comments
 from app.rocq.positions import SourceText
 from app.selection import Similarity, bm25, tokenize
 from app.steps import step_3
+from bench.rocq import add_rocq_bin, chosen
 
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
 _SENTENCE_END = re.compile(r"\.(?=\s|$)")
 _PROOF_END = re.compile(r"\b(?:Qed|Defined|Admitted|Abort)\s*\.")
 _HAVE_GOAL = re.compile(r"\bhave\b[^.]*?:(?!=)")
@@ -135,7 +135,8 @@ def diversity(item: step_3.SelectInput, result: step_3.SelectResult, seed: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="a database where steps 0-2 ran")
-    parser.add_argument("--mathcomp", type=Path, default=MATHCOMP)
+    add_rocq_bin(parser)
+    parser.add_argument("--mathcomp", type=Path, help="[the toolchain's MathComp]")
     parser.add_argument("--k-have", type=int, default=500)
     parser.add_argument("--k-wo-have", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
@@ -143,7 +144,8 @@ def main() -> None:
     if args.database_url:
         candidates, bounds = database_corpus(args.database_url), (2, 14)
     else:
-        candidates, bounds = source_corpus(args.mathcomp), (0, 1_000_000)
+        mathcomp = args.mathcomp or chosen(args.rocq_bin).default_library()
+        candidates, bounds = source_corpus(mathcomp), (0, 1_000_000)
     params = step_3.SelectParams(args.k_have, args.k_wo_have, *bounds, args.seed)
     item = step_3.SelectInput(params, candidates, waiting=0)
     print(f"{len(candidates)} theorems, {sum(c.has_have for c in candidates)} with a have")
