@@ -1,4 +1,5 @@
-"""The comment lexer and the header documentation harvest (pure functions)."""
+"""The comment lexer and the header documentation harvest (pure functions), on the machine
+toolchain's MathComp and SSReflect sources."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.rocq.lexer import UnterminatedError, comments, header_docs, strip_comments
-
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
+from app.rocq.toolchain import Toolchain
 
 
 def test_nested_comments_and_strings() -> None:
@@ -29,8 +29,10 @@ def test_unterminated_comment_or_string_is_an_error() -> None:
         strip_comments('A. "open')
 
 
-def test_stripped_mathcomp_file_has_no_comment_left_and_keeps_every_sentence_end() -> None:
-    source = (MATHCOMP / "ssreflect/seq.v").read_text()
+def test_stripped_mathcomp_file_has_no_comment_left_and_keeps_every_sentence_end(
+    mathcomp_dir: Path,
+) -> None:
+    source = (mathcomp_dir / "ssreflect/seq.v").read_text()
     stripped = strip_comments(source)
     assert comments(stripped) == []
     assert stripped.count("Qed.") == source.count("Qed.") - sum(
@@ -38,8 +40,8 @@ def test_stripped_mathcomp_file_has_no_comment_left_and_keeps_every_sentence_end
     )
 
 
-def test_header_docs_of_seq() -> None:
-    docs = header_docs((MATHCOMP / "ssreflect/seq.v").read_text())
+def test_header_docs_of_seq(mathcomp_dir: Path) -> None:
+    docs = header_docs((mathcomp_dir / "ssreflect/seq.v").read_text())
     by_term = {doc.term: doc for doc in docs}
     size = by_term["size s"]
     assert size.relation == "==" and size.description == "the number of items (length) in s."
@@ -51,7 +53,7 @@ def test_header_docs_of_seq() -> None:
     assert by_term["has a s"].relation == "<=>"
 
 
-def test_header_docs_of_multi_line_coqdoc_comments() -> None:
+def test_header_docs_of_multi_line_coqdoc_comments(toolchain: Toolchain) -> None:
     """Rocq's own SSReflect files document themselves in one `(** ... *)` comment."""
     source = "Require Bool.\n(**\n Intro.\n   is_true b == the coercion\n"
     source += "                 of b.\n *)\n"
@@ -59,5 +61,5 @@ def test_header_docs_of_multi_line_coqdoc_comments() -> None:
     assert (doc.term, doc.relation, doc.head) == ("is_true b", "==", "is_true")
     assert (doc.description, doc.line) == ("the coercion of b.", 3)
     assert header_docs("(* a\n b == c *)\n") == []  # a plain comment: not documentation
-    rocq = Path("/usr/lib/ocaml/coq/theories/ssr/ssrbool.v").read_text()
+    rocq = (toolchain.host(toolchain.theories) / "ssr/ssrbool.v").read_text()
     assert {"is_true b", "reflect P b"} <= {doc.term for doc in header_docs(rocq)}

@@ -227,6 +227,19 @@ def test_the_default_run_on_mathcomp_ssreflect(new_workspace) -> None:
 
 
 @pytest.mark.slow
+def test_the_default_run_on_the_other_release(new_workspace, other_toolchain) -> None:
+    """The main job on the other Debian release's toolchain (its MathComp's ssreflect part):
+    it finishes, and every exported example replays."""
+    place = new_workspace()
+    bin_dir = str(other_toolchain.bin_dir)
+    result = place.rocqcot("run", "--no-progress", "--rocq-bin", bin_dir)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"toolchain: {other_toolchain.summary()}" in result.stdout
+    assert " 0 failures" in result.stdout
+
+
+@pytest.mark.slow
 def test_a_killed_default_run_finishes_with_the_same_dataset(new_workspace) -> None:
     """The acceptance of the main job: killed in the build, in the middle of the evaluation,
     of the searches and of the split, then started again, it writes the dataset that one

@@ -21,6 +21,7 @@ from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
 from app.goal_diff import goal_diff, lemma_statement, let_parts, rename_reserved, render
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import LoadPath, RocqSession, State
+from app.rocq.toolchain import current
 from app.steps import step_4
 from tests.test_steps_0_1 import rocqcot
 
@@ -378,7 +379,8 @@ def check_sections_and_variables(theorems: dict[str, Theorem]) -> None:
         "Variable k_pos : 0 < k.",
         "Let kk : nat := k + k.",
     ]
-    assert [d["fqn"] for d in variables[0]["dependencies"]] == ["Coq.Init.Datatypes.nat"]
+    nat = f"{current().core_prefix}.Init.Datatypes.nat"  # `Corelib.…` since Rocq 9
+    assert [d["fqn"] for d in variables[0]["dependencies"]] == [nat]
     assert variables[1]["dependencies"] == [] and variables[2]["notations"][0]["scope"]
     assert evaluation["initial_goal"] == "============================\n0 < dk"
     assert evaluation["initial_goal_with_gvars"].startswith("k : nat\nT : Type\nk_pos : 0 < k")
@@ -508,15 +510,15 @@ def test_all_flag_and_a_missing_built_file(demo, subprocess_env) -> None:
 
 
 @pytest.mark.slow
-def test_full_mathcomp(tmp_path: Path, subprocess_env) -> None:
-    """Steps 0 to 4 on the whole of Debian's MathComp with the default selection (about 20
-    minutes on two cores): at least 98% of the selected theorems evaluate, every evaluated
-    proof's last chain leaves no goals, the dependencies of the last three files are named as
-    `Locate` names them, and almost all dependencies are dictionary entries."""
-    from tests.test_steps_0_1 import MATHCOMP
-
+def test_full_mathcomp(tmp_path: Path, subprocess_env, mathcomp_dir: Path) -> None:
+    """Steps 0 to 4 on the whole of the machine toolchain's MathComp with the default selection
+    (about 20 minutes on two cores): at least 98% of the selected theorems evaluate, every
+    evaluated proof's last chain leaves no goals, the dependencies of the last three files are
+    named as `Locate` names them, and almost all dependencies are dictionary entries."""
     output = tmp_path / "out"
-    step0 = rocqcot(subprocess_env, "step", "0", "--input", str(MATHCOMP), "--output", str(output))
+    step0 = rocqcot(
+        subprocess_env, "step", "0", "--input", str(mathcomp_dir), "--output", str(output)
+    )
     assert step0.returncode == 0, step0.stderr
     for step in ("1", "2", "3"):
         assert rocqcot(subprocess_env, "step", step).returncode == 0

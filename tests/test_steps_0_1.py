@@ -1,4 +1,5 @@
-"""Steps 0 and 1 on a small slice of Debian's MathComp, with real coqc and PostgreSQL."""
+"""Steps 0 and 1 on a small slice of the machine toolchain's MathComp, with real coqc and
+PostgreSQL (the same on the other Debian release's toolchain: `test_rocq_toolchains.py`)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,27 @@ from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ProofStep, SourceFile, Theorem
 from app.retrieval import EmbeddingSettings, Retriever, availability, embedder
+from app.rocq.build import dependencies
+from app.rocq.toolchain import Toolchain, current
 from app.steps import step_6
 from app.steps.step_1 import DEFAULT_KINDS, sentence_kind
-
-MATHCOMP = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
-SLICE = ("ssreflect", "ssrfun", "ssrbool", "ssrnotations", "eqtype", "ssrnat")
+from tests.toolchains import mathcomp
 
 
-def make_slice(root: Path, broken: bool = False) -> Path:
-    """A few ssreflect files and one small file of our own that requires them."""
+def make_slice(root: Path, broken: bool = False, toolchain: Toolchain | None = None) -> Path:
+    """ssrnat.v of the toolchain's MathComp (the machine's by default) with the files it
+    requires, as the toolchain's coqdep says, and one small file of our own that requires
+    them."""
+    toolchain = toolchain or current()
     library = root / "mathcomp"
+    sources = mathcomp(toolchain) / "ssreflect"
     (library / "ssreflect").mkdir(parents=True)
-    for name in SLICE:
-        shutil.copy(MATHCOMP / "ssreflect" / f"{name}.v", library / "ssreflect")
+    for source in sources.glob("*.v"):
+        shutil.copy(source, library / "ssreflect")
+    graph = dependencies(library, "mathcomp", toolchain=toolchain)
+    kept = graph.needed(["ssreflect/ssrnat.v"])
+    for file in set(graph.order) - set(kept):
+        (library / file).unlink()
     (library / "extra.v").write_text(
         "From mathcomp Require Import ssreflect ssrfun ssrbool eqtype ssrnat.\n"
         '(* A (* nested *) comment with a "*)" string. *)\n'
@@ -140,15 +149,16 @@ def test_steps_0_and_1_extract_every_theorem(built_slice, subprocess_env) -> Non
     assert entry["proof"] == "Proof. by rewrite addn2. Qed."
 
 
-ROCQ_FILES = {
-    "Coq.ssrmatching.ssrmatching",
-    "Coq.ssr.ssrclasses",
-    "Coq.ssr.ssrunder",
-    "Coq.ssr.ssreflect",
-    "Coq.ssr.ssrfun",
-    "Coq.ssr.ssrbool",
-}
-"""The files of Rocq's SSReflect that the slice requires, directly or not."""
+ROCQ_FILES = (
+    "ssrmatching.ssrmatching",
+    "ssr.ssrclasses",
+    "ssr.ssrunder",
+    "ssr.ssreflect",
+    "ssr.ssrfun",
+    "ssr.ssrbool",
+)
+"""The files of Rocq's SSReflect that the slice requires, directly or not (under the prefix of
+Rocq's library: `Coq`, `Corelib` since Rocq 9)."""
 
 
 def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subprocess_env) -> None:
@@ -157,6 +167,8 @@ def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subp
     uses it, its type; a rerun changes nothing; retrieval finds it from a theorem of the
     slice."""
     source, output = built_slice
+    core = current().core_prefix
+    rocq_files = {f"{core}.{name}" for name in ROCQ_FILES}
     step0 = ("step", "0", "--input", str(source), "--output", str(output))
     assert rocqcot(subprocess_env, *step0).returncode == 0
     assert rocqcot(subprocess_env, "step", "1").returncode == 0
@@ -171,22 +183,22 @@ def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subp
     with db.session_factory()() as session:
         files = {f.logical_path: f for f in session.execute(sa.select(SourceFile)).scalars()}
         rocq = {name for name, file in files.items() if file.from_rocq}
-        assert rocq == ROCQ_FILES
+        assert rocq == rocq_files
         assert {files[name].build_status for name in rocq} <= {"built", "skipped-unchanged"}
         last_rocq = max(files[name].dependency_order for name in rocq)
         assert all(f.dependency_order > last_rocq for f in files.values() if not f.from_rocq)
-        assert set(files["mathcomp.extra"].requires) >= ROCQ_FILES
-        assert files["Coq.ssr.ssrbool"].path == "ssr/ssrbool.v"
+        assert set(files["mathcomp.extra"].requires) >= rocq_files
+        assert files[f"{core}.ssr.ssrbool"].path == "ssr/ssrbool.v"
         from_rocq = sa.select(Theorem.fqn).join(SourceFile).where(SourceFile.from_rocq)
         assert session.execute(from_rocq).all() == []
         and_p = session.execute(
-            sa.select(LibraryObject).where(LibraryObject.fqn == "Coq.ssr.ssrbool.andP")
+            sa.select(LibraryObject).where(LibraryObject.fqn == f"{core}.ssr.ssrbool.andP")
         ).scalar_one()
-        assert and_p.file_id == files["Coq.ssr.ssrbool"].id
+        assert and_p.file_id == files[f"{core}.ssr.ssrbool"].id
         assert and_p.fullname == "Lemma andP : reflect (b1 /\\ b2) (b1 && b2)."
         assert and_p.type and "reflect" in and_p.type
         locked = session.execute(
-            sa.select(LibraryObject).where(LibraryObject.fqn == "Coq.ssr.ssreflect.locked")
+            sa.select(LibraryObject).where(LibraryObject.fqn == f"{core}.ssr.ssreflect.locked")
         ).scalar_one()  # documented in the file's coqdoc header
         assert locked.docstring_source == "header" and "not convertible" in locked.docstring
         swap = session.execute(
@@ -211,7 +223,7 @@ def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subp
     retriever = Retriever(embedder(EmbeddingSettings()), db.engine())
     retriever.sync()
     hits = retriever.search(docstring, 10, theorem)
-    assert "Coq.ssr.ssrbool.andP" in [hit.entry.fqn for hit in hits]
+    assert f"{core}.ssr.ssrbool.andP" in [hit.entry.fqn for hit in hits]
 
 
 def test_a_broken_file_fails_its_dependents_and_the_rest_is_extracted(
@@ -244,14 +256,18 @@ def test_a_broken_file_fails_its_dependents_and_the_rest_is_extracted(
 
 
 @pytest.mark.slow
-def test_full_mathcomp(tmp_path: Path, subprocess_env) -> None:
-    """Steps 0 and 1 on the whole of Debian's MathComp (about 15 minutes on 2 cores)."""
+def test_full_mathcomp(tmp_path: Path, subprocess_env, mathcomp_dir: Path) -> None:
+    """Steps 0 and 1 on the whole of the machine toolchain's MathComp (about 15 minutes on 2
+    cores for MathComp 1.15)."""
     output = tmp_path / "out"
-    step0 = rocqcot(subprocess_env, "step", "0", "--input", str(MATHCOMP), "--output", str(output))
+    step0 = rocqcot(
+        subprocess_env, "step", "0", "--input", str(mathcomp_dir), "--output", str(output)
+    )
     assert step0.returncode == 0, step0.stderr
     assert rocqcot(subprocess_env, "step", "1").returncode == 0
     files, _ = check_every_theorem_extracted()
-    assert len(files) == 91 and {f.build_status for f in files.values()} == {"built"}
+    assert len(files) == len(list(mathcomp_dir.rglob("*.v")))
+    assert {f.build_status for f in files.values()} == {"built"}
     before = (dump(Library), dump(SourceFile), dump(Theorem))
     assert rocqcot(subprocess_env, "step", "0", "--output", str(output)).returncode == 0
     assert rocqcot(subprocess_env, "step", "1").returncode == 0

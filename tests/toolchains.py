@@ -14,7 +14,6 @@ import re
 import subprocess
 from pathlib import Path
 
-from app.rocq.glob import read_glob
 from app.rocq.positions import SourceText
 from app.rocq.timing import Sentence, parse_timing
 from app.rocq.toolchain import Toolchain
@@ -29,6 +28,7 @@ LOOP = (
 )
 """A tactic no Rocq finishes: 2^80 steps of the VM, in constant memory, and interruptible."""
 _KIND_BEFORE_NAME = re.compile(rf"\b(?:{'|'.join(KINDS)})\s+$")
+_PRF = re.compile(r"^prf (\d+):\d+ +(\S+) +(\S+)$", re.MULTILINE)
 
 
 def other_release() -> str:
@@ -78,14 +78,17 @@ def timed_sentences(toolchain: Toolchain, file: Path, *args: str) -> list[Senten
 
 
 def glob_theorems(glob_path: Path) -> set[str]:
-    """The fully qualified names of a file's theorems of the seven kinds, read from the
-    toolchain's own `.glob` (`prf` lines) and source (the keyword just before the name)."""
+    """The theorems of the seven kinds a `.glob` file names, read from its raw `prf` lines and
+    the keyword just before each name in the source beside it (not through rocqcot's reader)."""
+    text = glob_path.read_text(encoding="utf-8")
+    library = re.search(r"^F(\S+)$", text, re.MULTILINE)
+    assert library is not None, f"{glob_path}: no F line"
     source = SourceText(glob_path.with_suffix(".v").read_text(encoding="utf-8"))
-    glob = read_glob(glob_path, source)
     found = set()
-    for definition in glob.definitions:
-        line_start = source.text.rfind("\n", 0, definition.char_start) + 1
-        before = source.text[line_start : definition.char_start]
-        if definition.kind == "prf" and _KIND_BEFORE_NAME.search(before):
-            found.add(definition.fqn)
+    for match in _PRF.finditer(text):
+        start = source.byte_to_char(int(match.group(1)))
+        before = source.text[source.text.rfind("\n", 0, start) + 1 : start]
+        if _KIND_BEFORE_NAME.search(before):
+            path = [] if match.group(2) == "<>" else [match.group(2)]
+            found.add(".".join([library.group(1), *path, match.group(3)]))
     return found

@@ -1,0 +1,221 @@
+"""rocqcot on the other toolchains: the machine's, the other Debian release's (Coq 8.20 +
+MathComp 2.3 on Debian 12) and Rocq 9.2 with Stdlib (`tests/toolchains.py` makes the roots).
+
+The Rocq layer runs on each of the three; steps 0 and 1 and the glob reader run on the other
+release's MathComp; the database refuses a toolchain other than the one it was made with.
+Expected values come from each toolchain: its `coqc -time`, its `.glob` and `.v` files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import engine as db
+from app.db.models import SourceFile
+from app.rocq.glob import read_glob
+from app.rocq.positions import Position, SourceText
+from app.rocq.sentences import split_sentences
+from app.rocq.session import RocqCrashed, RocqError, RocqSession, RocqTimeout, State
+from app.rocq.toolchain import Toolchain
+from tests.test_steps_0_1 import check_every_theorem_extracted, make_slice, rocqcot
+from tests.toolchains import LOOP, glob_theorems, mathcomp, stdlib_file, timed_sentences
+
+SMALL_V = "Lemma t (n : nat) : n + 0 = n.\nProof.\n"
+"""A file of our own for the session's failure paths: the prelude only, on every Rocq."""
+
+
+# --- The Rocq layer on each toolchain ---------------------------------------------------------
+
+
+def test_goals_after_every_sentence_of_a_stdlib_file(
+    each_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    """Lists/ListDec.v replayed sentence by sentence with the goals after each: the sentences
+    are those of the same toolchain's `coqc -time`, and each proof opened is closed by its
+    `Qed.` or `Defined.`."""
+    copy = tmp_path / "ListDec.v"
+    shutil.copy(stdlib_file(each_toolchain, "Lists/ListDec.v"), copy)
+    timed = timed_sentences(each_toolchain, copy)
+    source = SourceText(copy.read_text(encoding="utf-8"))
+    sentences = split_sentences(source.data)
+    assert sentences == [(s.byte_start, s.byte_end) for s in timed]
+    in_proof, opened, closed = False, 0, 0
+    with RocqSession(timeout=60, toolchain=each_toolchain) as session:
+        session.start(copy)
+        for start, end in sentences:
+            goals = session.goals(session.at(copy, source.byte_position(end)))
+            if goals.in_proof and not in_proof:
+                assert goals.foreground, source.byte_slice(start, end)
+                opened += 1
+            if source.byte_slice(start, end) in ("Qed.", "Defined."):
+                assert in_proof and not goals.in_proof
+                closed += 1
+            in_proof = goals.in_proof
+    assert opened == closed >= 5
+
+
+@pytest.fixture
+def small(each_toolchain: Toolchain, tmp_path: Path) -> Iterator[tuple[RocqSession, State]]:
+    """A session of the toolchain on SMALL_V, and the state inside its proof."""
+    file = tmp_path / "small.v"
+    file.write_text(SMALL_V)
+    with RocqSession(timeout=40, toolchain=each_toolchain) as session:
+        session.start(file)
+        yield session, session.theorem_start("t")
+
+
+def test_errors_come_with_their_locations(small: tuple[RocqSession, State]) -> None:
+    session, start = small
+    text = "(* ∑ *) induction n as [|k IH].\n  - rewrite foo_bar."
+    with pytest.raises(RocqError) as raised:
+        session.run(start, text)
+    error = raised.value
+    assert "foo_bar" in error.message and error.location is not None
+    assert text[error.location.start : error.location.end] == "foo_bar"
+    assert text.encode()[error.location.byte_start : error.location.byte_end] == b"foo_bar"
+    with pytest.raises(RocqError) as raised:
+        session.run(start, "idtac. exact (.")
+    assert raised.value.location is not None and raised.value.location.start == 14
+    [goal] = session.run(start, "idtac.").goals.foreground
+    assert goal.conclusion == "n + 0 = n"
+
+
+def test_a_looping_tactic_is_interrupted(small: tuple[RocqSession, State]) -> None:
+    session, start = small
+    pid, session.timeout = session.pid, 2.0
+    with pytest.raises(RocqTimeout):
+        session.run(start, LOOP)
+    session.timeout = 40.0
+    assert session.pid == pid  # the interrupt sufficed: no restart
+    assert session.run(start, "induction n.").goals.foreground[0].conclusion == "0 + 0 = 0"
+
+
+def test_a_killed_coqidetop_is_restarted(small: tuple[RocqSession, State]) -> None:
+    session, start = small
+    state = session.run(start, "induction n.")
+    pid = session.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(RocqCrashed):
+        session.run(state, "idtac.")
+    assert session.pid != pid
+    assert session.run(state, "idtac.").goals == state.goals
+    assert session.goals(session.at(start.file, Position(1, 6))) == start.goals
+
+
+# --- The other Debian release's MathComp ------------------------------------------------------
+
+
+def test_steps_0_and_1_on_the_other_release(
+    other_toolchain: Toolchain, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """ssrnat.v of its MathComp and what it requires, and a file of our own: the theorems are
+    exactly the globs' `prf` entries of the seven kinds (less the one `Admitted`), with exact
+    slices of the built text."""
+    source = make_slice(tmp_path / "in", toolchain=other_toolchain)
+    output = tmp_path / "out"
+    bin_dir = str(other_toolchain.bin_dir)
+    step0 = ("step", "0", "--input", str(source), "--output", str(output), "--rocq-bin", bin_dir)
+    done = rocqcot(subprocess_env, *step0)
+    assert done.returncode == 0, done.stderr
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+
+    expected = check_against_the_globs(mathcomp(other_toolchain), output)
+    assert {"mathcomp.extra.given", "mathcomp.ssreflect.ssrnat.addnC"} <= expected
+    with db.session_factory()() as session:
+        rocq_files = session.execute(
+            sa.select(SourceFile.logical_path).where(SourceFile.from_rocq)
+        ).scalars()
+        assert {name.split(".")[0] for name in rocq_files} == {other_toolchain.core_prefix}
+
+
+@pytest.mark.slow
+def test_steps_0_and_1_on_the_whole_mathcomp_of_the_other_release(
+    other_toolchain: Toolchain, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The same on the whole of its MathComp (Hierarchy-Builder everywhere)."""
+    installed = mathcomp(other_toolchain)
+    output = tmp_path / "out"
+    bin_dir = str(other_toolchain.bin_dir)
+    step0 = ("step", "0", "--input", str(installed), "--output", str(output), "--rocq-bin", bin_dir)
+    done = rocqcot(subprocess_env, *step0)
+    assert done.returncode == 0, done.stderr
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    expected = check_against_the_globs(installed, output)
+    print(f"{len(expected)} theorems of the seven kinds in the globs")
+
+
+def check_against_the_globs(installed: Path, output: Path) -> set[str]:
+    """Every file built, and the theorems exactly the `prf` entries of the seven kinds of the
+    toolchain's globs (installed ones for its MathComp's files, the build's for ours) less
+    those step 1 counted as skipped, with exact slices of the built text. The expected set."""
+    files, theorems = check_every_theorem_extracted()
+    assert {f.build_status for f in files.values()} == {"built"}
+    expected: set[str] = set()
+    for path in files:
+        glob = Path(path).with_suffix(".glob")
+        expected |= glob_theorems(
+            installed / glob if (installed / glob).exists() else output / glob
+        )
+    skipped = sum(f.theorems_skipped for f in files.values())
+    assert set(theorems) <= expected and len(expected) == len(theorems) + skipped
+    return expected
+
+
+def test_every_mathcomp_glob_of_the_other_release_reads(other_toolchain: Toolchain) -> None:
+    """Hierarchy-Builder's many `def` lines sharing one sentence's range and `var` lines with
+    two spaces read like the others."""
+    shared, two_spaces = 0, 0
+    globs = sorted(mathcomp(other_toolchain).rglob("*.glob"))
+    for glob_path in globs:
+        text = glob_path.read_text(encoding="utf-8")
+        source = SourceText(glob_path.with_suffix(".v").read_text(encoding="utf-8"))
+        glob = read_glob(glob_path, source)
+        spans = [(d.byte_start, d.byte_end) for d in glob.definitions if d.kind == "def"]
+        shared += len(spans) - len(set(spans))
+        for line in re.findall(r"^var  (\d+):\d+ (\S+) (\S+)$", text, re.MULTILINE):
+            two_spaces += 1
+            start, path, name = line
+            assert any(
+                d.kind == "var" and d.byte_start == int(start) and d.fqn.endswith(f".{path}.{name}")
+                for d in glob.definitions
+            ), line
+        assert all(source.text[d.char_start : d.char_end] for d in glob.definitions)
+    assert len(globs) > 50 and shared > 100 and two_spaces > 10
+
+
+# --- One database, one toolchain --------------------------------------------------------------
+
+
+def test_the_database_refuses_a_second_toolchain(
+    toolchain: Toolchain, other_toolchain: Toolchain, tmp_path: Path, subprocess_env
+) -> None:
+    library = tmp_path / "lib"
+    library.mkdir()
+    (library / "a.v").write_text("Lemma a : True. Proof. exact I. Qed.\n")
+    first = rocqcot(
+        subprocess_env, "step", "0", "--input", str(library), "--output", str(tmp_path / "o")
+    )
+    assert first.returncode == 0, first.stderr
+    other = rocqcot(
+        subprocess_env, "step", "0", "--input", str(library), "--output", str(tmp_path / "p"),
+        "--rocq-bin", str(other_toolchain.bin_dir),
+    )  # fmt: skip
+    assert other.returncode == 1
+    [line] = other.stderr.strip().splitlines()
+    assert line.startswith(f"rocqcot: error: this database was made with {toolchain.summary()}")
+    assert other_toolchain.summary() in line
+    status = subprocess.run(
+        [sys.executable, "-m", "app", "status"], env=subprocess_env, capture_output=True, text=True
+    )
+    assert f"toolchain: {toolchain.summary()}" in status.stdout
