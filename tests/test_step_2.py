@@ -139,7 +139,7 @@ Lemma no_have n : n <= n.
 Proof. by []. Qed.
 """
 SLOW_V = f"""From mathcomp Require Import ssreflect.
-Ltac slow := first [timeout 3 ({LOOP.removesuffix('.')}) | idtac].
+Ltac slow := first [timeout 3 ({LOOP.removesuffix(".")}) | idtac].
 Lemma slow : True.
 Proof.
 have h : True by slow; exact I.
