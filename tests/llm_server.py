@@ -163,9 +163,11 @@ class LlmServer:
                     else:
                         message = reply.message or f"scripted {reply.status}"
                         body = {"error": {"message": message, "type": "test"}}
-                    self._send(reply, json.dumps(body).encode())
                 finally:
+                    # Before the answer leaves: a client that has it may send its next request
+                    # at once, which must not find this one still counted in flight.
                     server.answered()
+                self._send(reply, json.dumps(body).encode())
 
             def _send(self, reply: Reply, data: bytes) -> None:
                 try:
