@@ -198,18 +198,24 @@ def run(
     out: Annotated[Path, typer.Option(help="the dataset's folder")] = DATASET_DIR,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary."""
+    """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary.
+    A step that leaves failed rows does not stop the run; the run fails at its end."""
     from app.exports import write_export
+    from app.llm import StepLeftFailures
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
     db.ensure_schema()
     typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
     library = library_arguments(full, source, prefix)
     options = RunOptions(library, jobs or os.cpu_count() or 1, k_have, k_wo_have, base_url, model)
+    left: list[str] = []
     with StepProgress(progress) as bars:
         for number, call in pipeline(options, out):
             with bars.step(number):
-                call()
+                try:
+                    call()
+                except StepLeftFailures as failures:
+                    left.append(str(failures))
     dataset = out / DATASET_FILE
     with db.session_factory()() as session:
         info = write_export(session, 10, "chat", dataset)
@@ -217,6 +223,8 @@ def run(
     report_failures()
     typer.echo(f"dataset: {info.entries} examples of {info.theorems} theorems in {dataset}")
     verify(source=dataset, jobs=options.jobs, again=False)
+    if left:
+        raise RocqcotError("; ".join(left))
 
 
 @dataclass(frozen=True)
