@@ -447,8 +447,17 @@ def main() -> None:
 
 
 def _guarded(application: typer.Typer) -> None:
+    """Run the application; an error the user can act on, or a database that went away for
+    good in the middle of a command, is one line, never a traceback."""
     try:
         application()
     except RocqcotError as error:
         typer.echo(f"rocqcot: error: {error}", err=True)
+        sys.exit(1)
+    except sa.exc.SQLAlchemyError as error:
+        if not db.is_connection_error(error):
+            raise
+        reason = error.orig if isinstance(error, sa.exc.DBAPIError) and error.orig else error
+        first = (str(reason).strip().splitlines() or [type(error).__name__])[0]
+        typer.echo(f"rocqcot: error: the database went away: {first}", err=True)
         sys.exit(1)

