@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from app import config
 from app.db import queue
-from app.db.engine import is_connection_error, session_factory
+from app.db.engine import connections_lost, is_connection_error, session_factory
 from app.errors import DatabaseUnavailable, LeaseLost
 from app.stages import StageSpec
 
@@ -50,6 +50,7 @@ class WorkerStats:
     """What workers did, for logs and the step commands' summaries."""
 
     done: int = 0
+    """Rows finished (a row finished again after a lost commit counts once)."""
     failed: int = 0
     """Rows whose last try failed (a row tried three times counts once)."""
     lost: int = 0
@@ -200,7 +201,11 @@ class Worker:
         resources = self.spec.resources() if self.spec.resources else contextlib.nullcontext()
         with LeaseKeeper(self.spec, self.name) as keeper, resources as resource:
             self._keeper = keeper
+            seen_losses = connections_lost()
             while not self._stopping.is_set():
+                if (losses := connections_lost()) != seen_losses:
+                    seen_losses = losses  # a reconnection absorbed an outage unseen
+                    self._db(self._release_orphans, "release")
                 ids = self._db(self._claim, "claim")
                 if not ids:
                     if not self.forever and not self._db(self._others_running, "poll"):
@@ -288,12 +293,11 @@ class Worker:
             self._settle(row_id, error=f"storing the result failed: {describe(store_error)}")
             return
         if error is None:
-            self.stats.done += 1
             self.stats.done_ids.add(row_id)
             self.stats.failed_ids.discard(row_id)
         else:
             self.stats.failed_ids.add(row_id)
-        self.stats.failed = len(self.stats.failed_ids)
+        self.stats.done, self.stats.failed = len(self.stats.done_ids), len(self.stats.failed_ids)
 
 
 def describe(error: BaseException) -> str:
@@ -332,10 +336,9 @@ def run_workers(
         raise fatal
     total = WorkerStats()
     for worker in workers:
-        total.done += worker.stats.done
         total.lost += worker.stats.lost
         total.done_ids |= worker.stats.done_ids
         total.failed_ids |= worker.stats.failed_ids
     total.failed_ids -= total.done_ids  # failed in one worker, done later in another
-    total.failed = len(total.failed_ids)
+    total.done, total.failed = len(total.done_ids), len(total.failed_ids)
     return total

