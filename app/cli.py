@@ -211,11 +211,10 @@ def run(
     left: list[str] = []
     with StepProgress(progress) as bars:
         for number, call in pipeline(options, out):
-            with bars.step(number):
-                try:
-                    call()
-                except StepLeftFailures as failures:
-                    left.append(str(failures))
+            try:
+                resumed(functools.partial(_step, bars, number, call))
+            except StepLeftFailures as failures:
+                left.append(str(failures))
     dataset = out / DATASET_FILE
     with db.session_factory()() as session:
         info = write_export(session, 10, "chat", dataset)
@@ -225,6 +224,31 @@ def run(
     verify(source=dataset, jobs=options.jobs, again=False)
     if left:
         raise RocqcotError("; ".join(left))
+
+
+def _step(bars: StepProgress, number: int, call: Callable[[], None]) -> None:
+    with bars.step(number):
+        call()
+
+
+def resumed(call: Callable[[], None], attempts: int = 5) -> None:
+    """Run a step; if the database went away under its own statements (its workers wait for
+    it themselves), wait for the database and run the step again: a step redoes nothing done."""
+    from workers.runner import with_reconnect
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except sa.exc.SQLAlchemyError as error:
+            if not db.is_connection_error(error) or attempt == attempts - 1:
+                raise
+            logging.getLogger(__name__).warning("the database went away: running the step again")
+            with_reconnect(_ping, "resume")
+
+
+def _ping() -> None:
+    with db.engine().connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
 
 
 @dataclass(frozen=True)

