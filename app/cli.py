@@ -212,7 +212,7 @@ def run(
     with StepProgress(progress) as bars:
         for number, call in pipeline(options, out):
             try:
-                resumed(functools.partial(_step, bars, number, call))
+                resumed(functools.partial(_shown_step, bars, number, call))
             except StepLeftFailures as failures:
                 left.append(str(failures))
     dataset = out / DATASET_FILE
@@ -226,7 +226,7 @@ def run(
         raise RocqcotError("; ".join(left))
 
 
-def _step(bars: StepProgress, number: int, call: Callable[[], None]) -> None:
+def _shown_step(bars: StepProgress, number: int, call: Callable[[], None]) -> None:
     with bars.step(number):
         call()
 
