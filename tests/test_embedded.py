@@ -78,13 +78,7 @@ def test_several_homes_side_by_side(project_root: Path) -> None:
 
 def test_a_command_restarts_a_dead_server_and_the_data_is_back(home: Home) -> None:
     assert rocqcot(home, "status").returncode == 0
-    # Committed for good: commits do not wait for the disk by default (a crash may lose the
-    # last few hundred milliseconds, which workers simply redo).
-    psql(
-        home,
-        "SET LOCAL synchronous_commit = on; CREATE TABLE kept (n int); "
-        "INSERT INTO kept SELECT generate_series(1, 100)",
-    )
+    psql(home, "CREATE TABLE kept (n int); INSERT INTO kept SELECT generate_series(1, 100)")
     dead = home.kill_postmaster()
     status = rocqcot(home, "status")
     assert status.returncode == 0, status.stderr
@@ -104,10 +98,10 @@ def test_a_worker_resumes_when_the_server_is_killed_under_it(home: Home, tmp_pat
     """The postmaster is killed twice while a worker runs probes: the worker starts it again,
     says so, and finishes every row; each result is written once, and no row stays running.
     The lease is longer than the test may take: a row whose claim or result the crash lost in
-    the worker's own name is released at once, not at the end of its lease. Commits do not wait
-    for the disk, so the rows finished in the last few hundred milliseconds before a crash run
-    again (at most 30 rows of 20 ms per crash). Prints the seconds from each kill until five
-    more rows ran, and the rows run twice."""
+    the worker's own name is released at once, not at the end of its lease. The queue's commits
+    do not wait for the disk, so the rows finished in the last few hundred milliseconds before a
+    crash run again (at most 30 rows of 20 ms per crash). Prints the seconds from each kill
+    until five more rows ran, and the rows run twice."""
     log = tmp_path / "calls.log"
     assert rocqcot(home, "db", "upgrade").returncode == 0
     psql(
@@ -163,7 +157,8 @@ def test_an_external_server_that_stays_away_is_one_line(home: Home) -> None:
         env=home.env | {"DATABASE_URL": url, "ROCQCOT_DATABASE_WAIT": "3"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(2.0)
+    while psql(home, "SELECT count(*) FROM probes WHERE status = 'done'") == "0":
+        time.sleep(0.1)
     home.stop()  # gone for good: nobody restarts a server named by DATABASE_URL
     _out, err = worker.communicate(timeout=120)
     assert worker.returncode == 1

@@ -202,6 +202,7 @@ def test_a_run_whose_server_is_killed_at_seven_points_writes_the_same_dataset(
             wait_for(lines, marker, process)
             time.sleep(after)
             while home.postmaster() is None:  # coming back from the previous kill
+                assert process.poll() is None, "".join(lines)
                 time.sleep(0.05)
             home.kill_postmaster()
         output = finish(process, lines)

@@ -31,7 +31,13 @@ import sqlalchemy as sa
 
 from app import config
 from app.db import queue
-from app.db.engine import connections_lost, is_connection_error, session_factory
+from app.db.engine import (
+    connections_lost,
+    durable,
+    fast_commits,
+    is_connection_error,
+    session_factory,
+)
 from app.errors import DatabaseUnavailable, LeaseLost
 from app.stages import StageSpec
 
@@ -233,6 +239,7 @@ class Worker:
     def _claim(self) -> list[tuple[int, Any]]:
         """Claim a batch and read each row's input, in one transaction."""
         with session_factory().begin() as session:
+            fast_commits(session)
             ids = queue.claim(session, self.spec, self.name, self.spec.batch_size)
             return [(row_id, self.spec.load(session, row_id)) for row_id in ids]
 
@@ -273,6 +280,7 @@ class Worker:
     def _settle(self, row_id: int, *, result: object = None, error: str | None = None) -> None:
         def write() -> None:
             with session_factory().begin() as session:
+                fast_commits(session)
                 if error is None:
                     queue.finish(session, self.spec, self.name, row_id)
                     self.spec.store(session, row_id, result)
@@ -315,7 +323,31 @@ def describe(error: BaseException) -> str:
 def run_workers(
     specs: Sequence[StageSpec], *, concurrency: int = 1, forever: bool = False
 ) -> WorkerStats:
-    """Run `concurrency` worker threads per stage until none has work left (or forever)."""
+    """Run `concurrency` worker threads per stage until none has work left (or forever), then
+    make their work durable before the caller goes on. If the database restarted in between
+    (the last results may be lost with it), the rows the workers held are released and the
+    workers run again."""
+    total = WorkerStats()
+    while True:
+        workers, losses = _run_threads(specs, concurrency, forever), connections_lost()
+        for worker in workers:
+            total.lost += worker.stats.lost
+            total.done_ids |= worker.stats.done_ids
+            total.failed_ids |= worker.stats.failed_ids
+        with_reconnect(durable, "durable")
+        if connections_lost() == losses:
+            break
+        names = [worker.name for worker in workers]
+        with session_factory().begin() as session:
+            for spec in specs:
+                queue.release(session, spec, names)
+    total.failed_ids -= total.done_ids  # failed in one worker, done later in another
+    total.done, total.failed = len(total.done_ids), len(total.failed_ids)
+    return total
+
+
+def _run_threads(specs: Sequence[StageSpec], concurrency: int, forever: bool) -> list[Worker]:
+    """Run the workers' threads to their end; raise what stopped one of them, if anything."""
     workers = [Worker(spec, forever=forever) for spec in specs for _ in range(concurrency)]
     threads = [threading.Thread(target=w.run, name=w.name, daemon=True) for w in workers]
     for thread in threads:
@@ -334,11 +366,4 @@ def run_workers(
             thread.join()
     if fatal := next((worker.fatal for worker in workers if worker.fatal), None):
         raise fatal
-    total = WorkerStats()
-    for worker in workers:
-        total.lost += worker.stats.lost
-        total.done_ids |= worker.stats.done_ids
-        total.failed_ids |= worker.stats.failed_ids
-    total.failed_ids -= total.done_ids  # failed in one worker, done later in another
-    total.done, total.failed = len(total.done_ids), len(total.failed_ids)
-    return total
+    return workers

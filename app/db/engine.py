@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import config
 from app.db import embedded
@@ -39,19 +39,17 @@ def database_url() -> str:
 def engine() -> Engine:
     """The process-wide engine.
 
-    Commits do not wait for the WAL flush (`synchronous_commit=off`): every write is an
-    idempotent upsert or a guarded status change, so if the server itself crashes, the last
-    few hundred milliseconds of finished rows simply run again; nothing is duplicated or lost.
-    A pooled connection is checked before use (`pool_pre_ping`), so after a server restart
-    only the statements in flight fail (the workers' retry loop runs them again); a new
-    connection that the embedded server refuses because it died starts it again first.
+    Commits are durable, except the work queue's own (`fast_commits`). A pooled connection is
+    checked before use (`pool_pre_ping`), so after a server restart only the statements in
+    flight fail (the workers' retry loop runs them again); a new connection that the embedded
+    server refuses because it died starts it again first.
     """
     eng = sa.create_engine(
         database_url(),
         pool_size=16,  # kept open: LLM stages run dozens of worker threads
         max_overflow=32,
         pool_pre_ping=True,
-        connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
+        connect_args={"connect_timeout": 5},
     )
     if config.database_url_from_env() is None:
         sa.event.listen(eng, "do_connect", functools.partial(_connect, config.rocqcot_home()))
@@ -80,6 +78,25 @@ def connections_lost() -> int:
     """How many pooled connections this process found dead (the server restarted, the network
     dropped): a worker that sees it change knows transactions may have been lost."""
     return _lost
+
+
+def fast_commits(session: Session) -> None:
+    """Let this transaction's commit return before it is on disk (`synchronous_commit=off`).
+
+    For the work queue's claims and results only: each is an idempotent upsert or a guarded
+    status change, so a server crash that loses the last few hundred milliseconds of them
+    makes those rows run again (their workers release what they lost at once), and `durable`
+    at the end of a step puts every earlier commit on disk before the next step reads it.
+    """
+    session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+
+
+def durable() -> None:
+    """Wait until every commit made so far is on disk: one synchronous commit (of a
+    transaction that takes an id, so that it writes a commit record) flushes the log up to
+    itself, and so every earlier commit too."""
+    with engine().begin() as connection:
+        connection.execute(sa.text("SELECT txid_current()"))
 
 
 def _connect(home: Path, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
