@@ -92,11 +92,11 @@ def fast_commits(session: Session) -> None:
 
 
 def durable() -> None:
-    """Wait until every commit made so far is on disk: one synchronous commit (of a
-    transaction that takes an id, so that it writes a commit record) flushes the log up to
-    itself, and so every earlier commit too."""
+    """Wait until every commit made so far is on disk. A synchronous commit flushes the log up
+    to itself, so every earlier commit too; but PostgreSQL flushes only for a transaction that
+    wrote to the log, so this one rewrites the schema's one-row version table as it is."""
     with engine().begin() as connection:
-        connection.execute(sa.text("SELECT txid_current()"))
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
 
 
 def _connect(home: Path, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
