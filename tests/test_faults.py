@@ -7,6 +7,7 @@ at any instant: `tests/test_workers.py`, `tests/test_run.py`.)"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -227,22 +228,26 @@ def coqidetops(process: subprocess.Popen[str]) -> list[psutil.Process]:
 def test_a_run_whose_rocq_processes_are_killed_and_frozen_writes_the_same_dataset(
     library: Path, reference: bytes, project_root_module: Path
 ) -> None:
-    """coqidetop killed three times in the have search and the evaluation, and frozen once
-    (as a looping tactic would leave it: the call times out, the process is replaced)."""
+    """Each new coqidetop of the run (in the have search and the evaluation) meets the next
+    fault a moment after it starts: killed, killed, frozen (as a looping tactic leaves it: the
+    call times out and the process is replaced), killed."""
+    faults = [signal.SIGKILL, signal.SIGKILL, signal.SIGSTOP, signal.SIGKILL]
     with embedded_home(project_root_module) as home:
         process, lines = start_run(home, library)
-        hits = 0
-        for marker, after, sig in (("step 1:", 1.0, signal.SIGKILL),
-                                   ("step 1:", 3.0, signal.SIGKILL),
-                                   ("step 3:", 1.0, signal.SIGSTOP),
-                                   ("step 3:", 2.0, signal.SIGKILL)):  # fmt: skip
-            wait_for(lines, marker, process)
-            time.sleep(after)
+        seen: set[int] = set()
+        hit: list[str] = []
+        while process.poll() is None and faults:
             for child in coqidetops(process):
-                child.send_signal(sig)
-                hits += 1
+                if child.pid not in seen:
+                    seen.add(child.pid)
+                    time.sleep(0.3)  # let it load its file and start working
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.send_signal(fault := faults.pop(0))
+                        hit.append(fault.name)
+                    break
+            time.sleep(0.02)
         finish(process, lines)
-        print(f"{hits} coqidetop processes killed or frozen")
-        assert hits >= 3
+        print(f"coqidetop faults: {hit}")
+        assert len(hit) >= 3, hit
         assert (home.path / DATASET).read_bytes() == reference
         assert running_rows(home) == 0
