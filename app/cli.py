@@ -208,8 +208,10 @@ def run(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     rocq_bin: RocqBin = None,
 ) -> None:
-    """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary."""
+    """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary.
+    A step that leaves failed rows does not stop the run; the run fails at its end."""
     from app.exports import write_export
+    from app.llm import StepLeftFailures
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
     toolchain = use_rocq(rocq_bin)
@@ -217,10 +219,13 @@ def run(
     typer.echo(f"toolchain: {toolchain.summary()}")
     library = library_arguments(full, source, prefix, toolchain.default_library())
     options = RunOptions(library, jobs or os.cpu_count() or 1, k_have, k_wo_have, base_url, model)
+    left: list[str] = []
     with StepProgress(progress) as bars:
         for number, call in pipeline(options, out):
-            with bars.step(number):
-                call()
+            try:
+                resumed(functools.partial(_shown_step, bars, number, call))
+            except StepLeftFailures as failures:
+                left.append(str(failures))
     dataset = out / DATASET_FILE
     with db.session_factory()() as session:
         info = write_export(session, 10, "chat", dataset)
@@ -228,6 +233,33 @@ def run(
     report_failures()
     typer.echo(f"dataset: {info.entries} examples of {info.theorems} theorems in {dataset}")
     verify(source=dataset, jobs=options.jobs, again=False)
+    if left:
+        raise RocqcotError("; ".join(left))
+
+
+def _shown_step(bars: StepProgress, number: int, call: Callable[[], None]) -> None:
+    with bars.step(number):
+        call()
+
+
+def resumed(call: Callable[[], None], attempts: int = 5) -> None:
+    """Run a step; if the database went away under its own statements (its workers wait for
+    it themselves), wait for the database and run the step again: a step redoes nothing done."""
+    from workers.runner import with_reconnect
+
+    for attempt in range(attempts):
+        try:
+            return call()
+        except sa.exc.SQLAlchemyError as error:
+            if not db.is_connection_error(error) or attempt == attempts - 1:
+                raise
+            logging.getLogger(__name__).warning("the database went away: running the step again")
+            with_reconnect(_ping, "resume")
+
+
+def _ping() -> None:
+    with db.engine().connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
 
 
 @dataclass(frozen=True)
@@ -452,8 +484,17 @@ def main() -> None:
 
 
 def _guarded(application: typer.Typer) -> None:
+    """Run the application; an error the user can act on, or a database that went away for
+    good in the middle of a command, is one line, never a traceback."""
     try:
         application()
     except RocqcotError as error:
         typer.echo(f"rocqcot: error: {error}", err=True)
+        sys.exit(1)
+    except sa.exc.SQLAlchemyError as error:
+        if not db.is_connection_error(error):
+            raise
+        reason = error.orig if isinstance(error, sa.exc.DBAPIError) and error.orig else error
+        first = (str(reason).strip().splitlines() or [type(error).__name__])[0]
+        typer.echo(f"rocqcot: error: the database went away: {first}", err=True)
         sys.exit(1)

@@ -14,3 +14,9 @@ def rocqcot_home() -> Path:
 def database_url_from_env() -> str | None:
     """`DATABASE_URL` when set: any PostgreSQL server with pgvector instead of the embedded one."""
     return os.environ.get("DATABASE_URL") or None
+
+
+def database_wait_seconds() -> float:
+    """How long workers wait for an unreachable database before giving up
+    (`$ROCQCOT_DATABASE_WAIT`, default 120 s)."""
+    return float(os.environ.get("ROCQCOT_DATABASE_WAIT", "120"))

@@ -3,6 +3,8 @@
 For each theorem of an export file (any format), a Rocq session starts where its proof starts
 (after `Proof.` in its file; for a have sub-theorem, its lemma stated after the theorem's
 `Qed.`) and runs the example's `<script>` blocks as written and its `<have>` blocks, in order.
+An export file may come from anywhere: a script block runs only if each of its sentences is a
+tactic, a bullet or a brace (`app.rocq.tactics`); any other sentence is the example's failure.
 A have block shows the have without its proof (that is the sub-theorem's own CoT), so Rocq runs
 the chain of the proof it shows: the have with its proof. Every example must replay without
 error, and a theorem's longest example (the one that ends its CoT) must leave no goal. The
@@ -35,6 +37,7 @@ from app.dictionary import sentence_index
 from app.exports.examples import TrainingExample, read_examples
 from app.rocq.positions import Position
 from app.rocq.session import LoadPath, RocqSession, RocqSessionError, State
+from app.rocq.tactics import NotATactic, tactic_sentences
 
 TIMEOUT = 60.0
 _PROOF = re.compile(r"Proof\b")
@@ -139,12 +142,17 @@ def _start(theorem: Theorem, sentences: list[dict[str, Any]]) -> tuple[Position,
 
 
 def runnable(code: Sequence[Block], start: ProofStart) -> list[str]:
-    """What Rocq runs for each code block: a script as written; for a have, the proof's next
-    have chain that shows it (the have with its proof). A `CotError` when there is none."""
+    """What Rocq runs for each code block: a script as written, if it holds only tactics; for a
+    have, the proof's next have chain that shows it (the have with its proof). A `CotError`
+    when a script holds anything else, or a have is not the proof's."""
     haves = [(text, script) for text, script in start.scripts if OPEN_TAG in text]
     texts, position = [], 0
     for number, block in enumerate(code, 1):
         if block.kind != "have":
+            try:
+                tactic_sentences(block.content)
+            except NotATactic as refused:
+                raise CotError(f"script block {number}: {refused}") from None
             texts.append(block.content)
             continue
         shows = [same_code(block.content, shown_code(text)) for text, _ in haves]

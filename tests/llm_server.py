@@ -3,8 +3,8 @@
 The real `openai` client talks to it over loopback. Each test scripts its answers: a queue of
 `Reply` values is served first, in order, then `responder` answers every other request (by
 default a fixed text). A reply can be an HTTP error with headers (429 with `Retry-After`, 500),
-a slow answer (to trip the client's timeout) or any content. The server counts and keeps every
-request it received, so a test can assert that a rerun sent nothing.
+a slow answer (to trip the client's timeout), any content, or any body at all. The server
+counts and keeps every request it received, so a test can assert that a rerun sent nothing.
 
     with LlmServer() as server:
         server.script(Reply(status=429, headers={"Retry-After": "1"}), Reply("hello"))
@@ -43,6 +43,9 @@ class Reply:
     """`usage.cost` as OpenRouter reports it; None leaves it out."""
     message: str = ""
     """The error's message (for a status other than 200)."""
+    body: str | None = None
+    """Sent as is instead of a chat completion or an error: garbage, a proxy's HTML page, JSON
+    of another shape."""
 
 
 Responder = Callable[[dict[str, Any]], Reply]
@@ -158,7 +161,9 @@ class LlmServer:
                 reply = server.next_reply(request)
                 try:
                     time.sleep(reply.delay)
-                    if reply.status == 200:
+                    if reply.body is not None:
+                        body = reply.body
+                    elif reply.status == 200:
                         body = completion_body(request, reply)
                     else:
                         message = reply.message or f"scripted {reply.status}"
@@ -167,7 +172,8 @@ class LlmServer:
                     # Before the answer leaves: a client that has it may send its next request
                     # at once, which must not find this one still counted in flight.
                     server.answered()
-                self._send(reply, json.dumps(body).encode())
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self._send(reply, data)
 
             def _send(self, reply: Reply, data: bytes) -> None:
                 try:

@@ -186,15 +186,81 @@ def test_the_pacer_spreads_starts_by_the_mean_delay() -> None:
     assert abs((time.monotonic() - started) - expected) < 0.05
 
 
+PRICED = {
+    "request_config": {"max_tokens": 100},
+    "prompt_usd_per_million": 1.0,
+    "completion_usd_per_million": 100.0,
+}
+"""Prices under which a short request's worst cost is just over $0.01."""
+
+
 def test_the_budget_stops_new_requests_but_not_cached_answers(migrated: str, server: LlmServer):
     server.responder = lambda _request: Reply("paid", cost=0.01)
-    client = llm.LlmClient(settings(server, budget_usd=0.015))
+    client = llm.LlmClient(settings(server, budget_usd=0.025, **PRICED))
     client.complete([{"role": "user", "content": "one"}])
     client.complete([{"role": "user", "content": "two"}])
-    with pytest.raises(llm.BudgetReached, match=r"\$0\.0200 spent"):
+    with pytest.raises(llm.BudgetReached, match=r"\$0\.0200 spent .* may cost \$0\.0101"):
         client.complete([{"role": "user", "content": "three"}])
     assert client.complete([{"role": "user", "content": "one"}]).cached
     assert server.count == 2
+
+
+def test_requests_in_flight_never_overshoot_the_budget(migrated: str) -> None:
+    """Sixteen threads ask at once: each request's worst cost is reserved before it is sent,
+    so five fit in $0.055 and the others stop, instead of all passing a check of the spent
+    cost (then $0)."""
+    with LlmServer(lambda _request: Reply("paid", cost=0.01, delay=0.3)) as server:
+        client = llm.LlmClient(settings(server, budget_usd=0.055, max_workers=16, **PRICED))
+        questions = [[{"role": "user", "content": f"q{i:02}"}] for i in range(16)]
+
+        def ask(messages: list[dict[str, str]]) -> str:
+            try:
+                return client.complete(messages).text
+            except llm.BudgetReached:
+                return "stopped"
+
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(ask, questions))
+        client.close()
+    assert answers.count("paid") == 5 == server.count
+    assert sum(call.cost_usd for call in recorded()) <= 0.055
+
+
+def test_a_budget_needs_a_worst_case(migrated: str, server: LlmServer) -> None:
+    with pytest.raises(llm.LlmConfigError, match="`max_tokens` in request_config"):
+        llm.LlmClient(settings(server, budget_usd=1.0, completion_usd_per_million=1.0))
+    unpriced = settings(server, budget_usd=1.0, request_config={"max_tokens": 10})
+    with pytest.raises(llm.LlmConfigError, match="needs `prompt_usd_per_million`"):
+        llm.LlmClient(unpriced)
+
+
+def test_answers_that_are_not_a_completion_are_retried(
+    migrated: str, server: LlmServer, caplog
+) -> None:
+    server.script(
+        Reply(body="<html>502 Bad Gateway</html>"),
+        Reply(body='{"error": {"message": "overloaded"}}'),
+        Reply(body='{"choices": [{"message": {"content": 5}}]}'),
+        Reply(body='{"choices": [{"message": {"content": "cut'),
+        Reply("at last"),
+    )
+    caplog.set_level(logging.WARNING)
+    client = llm.LlmClient(settings(server, max_retries=4))
+    assert client.complete(HELLO).text == "at last"
+    client.close()
+    assert server.count == 5
+    assert "the endpoint answered what is not JSON: '<html>502 Bad Gateway</html>'" in caplog.text
+    assert "the endpoint answered JSON that is not a chat completion" in caplog.text
+    assert [call.response["choices"][0]["message"]["content"] for call in recorded()] == ["at last"]
+
+
+def test_garbage_to_the_end_is_the_endpoint_unavailable(migrated: str, server: LlmServer):
+    server.responder = lambda _request: Reply(body="not json at all")
+    with pytest.raises(
+        llm.LlmUnavailable, match=r"after 4 attempts: the endpoint answered what is not JSON"
+    ):
+        llm.LlmClient(settings(server, max_retries=3)).complete(HELLO)
+    assert server.count == 4 and recorded() == []
 
 
 def test_an_answer_failing_its_check_is_asked_again_with_the_reason(

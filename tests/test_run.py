@@ -182,6 +182,33 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
     assert reasons["no_such"] == "no such theorem in the database"
 
 
+def test_verify_runs_only_tactics_from_a_dataset(connected: Workspace) -> None:
+    """Every hostile script of `tests/test_tactics.py` replaces the first script of a CoT that
+    re-checks: each example fails with the refusal as its reason, and nothing ran (no file
+    written, though the commands would write one in the working folder)."""
+    from tests.test_tactics import HOSTILE
+
+    anon = cot_of("demo.proofs.anon")
+    first = next(i for i, m in enumerate(anon.blocks) if m.block.kind == "script")
+    examples = []
+    for index, script in enumerate(HOSTILE):
+        blocks = list(anon.blocks)
+        blocks[first] = Marked(Block("script", script.replace('"out"', f'"out{index}"')), False)
+        examples.append(TrainingExample(anon.name, index, "", "", tuple(blocks)))
+    path = example_file(connected, "hostile.jsonl", [*examples, anon])
+    result = connected.rocqcot("verify", "--input", str(path))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{len(HOSTILE)} examples do not re-check" in result.stderr
+    report = json.loads(path.with_name("hostile_verify.json").read_text())
+    reasons = {failure["index"]: failure["reason"] for failure in report["failures"]}
+    assert set(reasons) == set(range(len(HOSTILE)))
+    number = sum(m.block.kind in ("script", "have") for m in anon.blocks[: first + 1])
+    for index, expected in enumerate(HOSTILE.values()):
+        assert reasons[index].startswith(f"script block {number}: sentence "), reasons[index]
+        assert expected in reasons[index]
+    assert not list(connected.root.glob("out*")), "a vernacular command ran"
+
+
 def run_until(place: Workspace, args: tuple[str, ...], marker: str, after: float = 0.0) -> None:
     """Start `rocqcot run`, kill it (and its Rocq processes) `after` seconds after `marker` is
     printed (an empty marker: after the start)."""

@@ -289,11 +289,16 @@ def test_a_cot_that_changes_a_tactic_is_asked_again(evaluated, monkeypatch) -> N
     assert statuses(Theorem) == {(Stage.cot, Status.done)}
 
 
-def test_a_cot_still_wrong_after_the_re_asks_fails_with_the_answer_kept(evaluated, monkeypatch):
+def test_a_cot_still_wrong_after_the_re_asks_fails_with_the_answer_kept(
+    evaluated, monkeypatch, capsys
+):
+    """Each theorem is tried three times; the step counts rows, not attempts, and fails."""
     inputs = all_inputs()
     with LlmServer(responder(inputs, ["<think>no code</think>"] * 9)) as server:
         use_server(monkeypatch, server)
-        step_5.command(max_workers=1)
+        with pytest.raises(llm.StepLeftFailures, match="step 5 left 3 rows failed, most often: "):
+            step_5.command(max_workers=1)
+    assert "0 chains of thought written (llm:test-model), 3 failed;" in capsys.readouterr().out
     with db.session_factory()() as session:
         query = sa.select(Theorem.error).where(Theorem.status == Status.failed)
         failed = session.execute(query).scalars().all()
@@ -317,15 +322,23 @@ def test_malformed_docstring_json_is_asked_again(evaluated, monkeypatch, no_endp
     assert docstrings == {"Adding zero on the right changes nothing."}
 
 
-def test_the_budget_stops_the_step_and_a_larger_one_resumes(evaluated, monkeypatch) -> None:
+def test_the_budget_stops_the_step_and_a_larger_one_resumes(evaluated, monkeypatch, tmp_path):
+    """A CoT costs $0.01 (as reported), the most an answer of `max_tokens` can cost at the
+    prices: the step stops before the budget would be exceeded, not after."""
+    config = tmp_path / "step_5.yaml"
+    config.write_text(
+        "request_config: {max_tokens: 100}\n"
+        "prompt_usd_per_million: 1.0\ncompletion_usd_per_million: 100.0\n"
+    )
     inputs = all_inputs()
     with LlmServer(responder(inputs, [])) as server:
-        server.responder = lambda r, inner=server.responder: Reply(inner(r).content, cost=0.01)
         use_server(monkeypatch, server)
-        step_5.command(max_workers=1, budget_usd=0.025)
-        assert server.count == 3
+        with pytest.raises(llm.StepLeftFailures, match="BudgetReached: budget reached"):
+            step_5.command(max_workers=4, budget_usd=0.025, config=config)
+        with db.session_factory()() as session:
+            assert 0.01 < llm.usage(session).cost_usd <= 0.025
         assert Status.failed in {status for _, status in statuses(Theorem)}
-        step_5.command(max_workers=1, budget_usd=10.0)
+        step_5.command(max_workers=4, budget_usd=10.0, config=config)
     assert statuses(Theorem) == {(Stage.cot, Status.done)}
 
 

@@ -255,6 +255,55 @@ def test_a_broken_file_fails_its_dependents_and_the_rest_is_extracted(
     assert "dependency-failed" in step0.stdout and "failed 1" in step0.stdout
 
 
+def test_bytes_that_are_not_utf8_are_each_files_own_failure(tmp_path: Path, subprocess_env) -> None:
+    """As Rocq reads a file: a byte that is not UTF-8 in a comment is nothing (the file builds
+    and is extracted), in code it is Rocq's lexer error with the file and position, in a string
+    Rocq takes it but the file fails with where it is; every other file goes on."""
+    source = tmp_path / "in" / "bad"
+    source.mkdir(parents=True)
+    (source / "comment.v").write_bytes(
+        b'(* caf\xe9 "na\xefve" (* nested \xff *) *)\n'
+        b"Lemma one : 1 = 1.\nProof. reflexivity. Qed.\n"
+    )
+    (source / "code.v").write_bytes(b"Definition x := 1.\nDefinition caf\xe9 := 2.\n")
+    (source / "string.v").write_bytes(
+        b'Require Import String.\nDefinition s := "caf\xe9"%string.\n'
+    )
+    (source / "after.v").write_text(
+        "Require Import bad.comment.\nLemma two : 2 = 2.\nProof. reflexivity. Qed.\n"
+    )
+    step0 = rocqcot(
+        subprocess_env, "step", "0", "--input", str(source), "--output", str(tmp_path / "out")
+    )
+    assert "Traceback" not in step0.stderr, step0.stderr
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    with db.session_factory()() as session:
+        files = {f.path: f for f in session.execute(sa.select(SourceFile)).scalars()}
+        fqns = set(session.execute(sa.select(Theorem.fqn)).scalars())
+    assert files["comment.v"].status == Status.done == files["after.v"].status
+    assert {"bad.comment.one", "bad.after.two"} <= fqns
+    code = files["code.v"]
+    assert code.status == Status.failed and code.build_status == "failed"
+    assert code.build_error.startswith("code.v: line 2, character 14: ")
+    assert "Illegal character" in code.build_error
+    string = files["string.v"]
+    assert string.status == Status.failed and string.sentences == []
+    assert string.build_error.startswith("string.v: line 2, character 20: byte 0xE9 is not UTF-8")
+    assert "\ufffd" in string.cleaned_text
+    assert (tmp_path / "out" / "string.v").read_bytes() == (source / "string.v").read_bytes()
+
+
+def test_an_empty_library_is_one_clear_error(tmp_path: Path, subprocess_env) -> None:
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "README").write_text("no Rocq here\n")
+    result = rocqcot(subprocess_env, "step", "0", "--input", str(empty))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"rocqcot: error: --input {empty} holds no .v file: there is no library to build"
+    )
+
+
 @pytest.mark.slow
 def test_full_mathcomp(tmp_path: Path, subprocess_env, mathcomp_dir: Path) -> None:
     """Steps 0 and 1 on the whole of the machine toolchain's MathComp (about 15 minutes on 2

@@ -2,9 +2,15 @@
 
 Claim ready rows (a short transaction), run the stage function on each outside any
 transaction while a keeper thread renews the lease, then store the result and mark the row
-done in one transaction. A failure marks the row failed with its reason; a lost database
-connection is retried with backoff (the rows stay leased, or their lease expires and another
-worker takes them). Killing a worker at any instant loses nothing: its rows' leases expire.
+done in one transaction. A failure marks the row failed with its reason. Killing a worker at
+any instant loses nothing: its rows' leases expire.
+
+A lost database (the server died, restarts, or is unreachable) is waited for with backoff: the
+process reports it once and says when it is back (an embedded server is started again by the
+first connection that finds it dead). A worker that got through releases at once the rows held
+in its name that it does not know of (claimed by a transaction whose answer never came back),
+and runs again a row whose stage function failed only because the database went away. After
+`ROCQCOT_DATABASE_WAIT` seconds without it, the workers stop with `DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -18,14 +24,21 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from app import config
 from app.db import queue
-from app.db.engine import session_factory
-from app.errors import LeaseLost
+from app.db.engine import (
+    connections_lost,
+    durable,
+    fast_commits,
+    is_connection_error,
+    session_factory,
+)
+from app.errors import DatabaseUnavailable, LeaseLost
 from app.stages import StageSpec
 
 log = logging.getLogger(__name__)
@@ -33,17 +46,22 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 IDLE_POLL_SECONDS = 0.5
-RECONNECT_GIVE_UP_SECONDS = 120.0
 MAX_ERROR_CHARS = 4000
+STAGE_DATABASE_RETRIES = 3
+"""How often a row's stage function runs again when the database went away under it."""
 
 
 @dataclass
 class WorkerStats:
-    """What one worker did, for logs and the step commands' summaries."""
+    """What workers did, for logs and the step commands' summaries."""
 
     done: int = 0
+    """Rows finished (a row finished again after a lost commit counts once)."""
     failed: int = 0
+    """Rows whose last try failed (a row tried three times counts once)."""
     lost: int = 0
+    done_ids: set[int] = field(default_factory=set, repr=False)
+    failed_ids: set[int] = field(default_factory=set, repr=False)
 
 
 def worker_name() -> str:
@@ -91,23 +109,72 @@ class LeaseKeeper:
             try:
                 with session_factory().begin() as session:
                     queue.renew(session, self.spec, self.worker, held)
-            except sa.exc.OperationalError as error:
-                log.warning("lease renewal failed: %s", error.orig, extra={"worker": self.worker})
+            except sa.exc.SQLAlchemyError as error:  # an outage is reported by `with_reconnect`
+                log.debug("lease renewal failed: %s", error, extra={"worker": self.worker})
 
 
-def with_reconnect(action: Callable[[], T], what: str) -> T:
-    """Run a database action, retrying with backoff while the database is unreachable."""
-    delay, waited = 0.2, 0.0
+class _Outage:
+    """The database's absence as this process sees it: reported once when it starts and once
+    when it ends, whatever the number of threads waiting (one status line, not one per retry)."""
+
+    def __init__(self) -> None:
+        self._since: float | None = None
+        self._lock = threading.Lock()
+
+    def failed(self, reason: str) -> float:
+        """Note a failure; the seconds since the database was first found missing."""
+        with self._lock:
+            now = time.monotonic()
+            if self._since is None:
+                self._since = now
+                log.warning(
+                    "database unavailable (%s): waiting up to %g s for it",
+                    reason,
+                    config.database_wait_seconds(),
+                )
+            return now - self._since
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self._since is not None:
+                log.warning("database back after %.1f s", time.monotonic() - self._since)
+                self._since = None
+
+
+_outage = _Outage()
+
+
+def _reason(error: BaseException) -> str:
+    cause = error.orig if isinstance(error, sa.exc.DBAPIError) and error.orig else error
+    return (str(cause).strip().splitlines() or [type(error).__name__])[0]
+
+
+def with_reconnect(
+    action: Callable[[], T], what: str, after_outage: Callable[[], None] | None = None
+) -> T:
+    """Run a database action, again with backoff while the database is unreachable; then
+    `after_outage` if it was. `DatabaseUnavailable` once it stayed away too long."""
+    delay, failed = 0.2, False
     while True:
         try:
-            return action()
-        except sa.exc.OperationalError as error:
-            if waited >= RECONNECT_GIVE_UP_SECONDS:
+            result = action()
+        except Exception as error:
+            if not is_connection_error(error):
                 raise
-            log.warning("%s: database unavailable (%s); retrying", what, error.orig)
+            reason = _reason(error)
+            if _outage.failed(reason) >= config.database_wait_seconds():
+                raise DatabaseUnavailable(
+                    f"the database stayed unreachable for {config.database_wait_seconds():g} s "
+                    f"({what}: {reason})"
+                ) from None
             time.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 5.0)
+            delay, failed = min(delay * 2, 5.0), True
+            continue
+        if failed:
+            _outage.recovered()
+            if after_outage is not None:
+                after_outage()
+        return result
 
 
 class Worker:
@@ -118,20 +185,36 @@ class Worker:
         self.forever = forever
         self.name = worker_name()
         self.stats = WorkerStats()
+        self.fatal: BaseException | None = None
+        """What stopped this worker (the database stayed away, a bug), for `run_workers`."""
         self._stopping = threading.Event()
+        self._keeper: LeaseKeeper | None = None
 
     def stop(self) -> None:
         """Finish the current row, then return."""
         self._stopping.set()
 
     def run(self) -> WorkerStats:
-        """The loop: claim a batch, process each row, until nothing is ready."""
+        """The loop: claim a batch, process each row, until nothing is ready. What stops it
+        otherwise is kept in `fatal` (a thread's exception would only be printed)."""
+        try:
+            self._loop()
+        except Exception as error:
+            self.fatal = error
+        return self.stats
+
+    def _loop(self) -> None:
         resources = self.spec.resources() if self.spec.resources else contextlib.nullcontext()
         with LeaseKeeper(self.spec, self.name) as keeper, resources as resource:
+            self._keeper = keeper
+            seen_losses = connections_lost()
             while not self._stopping.is_set():
-                ids = with_reconnect(self._claim, "claim")
+                if (losses := connections_lost()) != seen_losses:
+                    seen_losses = losses  # a reconnection absorbed an outage unseen
+                    self._db(self._release_orphans, "release")
+                ids = self._db(self._claim, "claim")
                 if not ids:
-                    if not self.forever and not with_reconnect(self._others_running, "poll"):
+                    if not self.forever and not self._db(self._others_running, "poll"):
                         break
                     self._stopping.wait(IDLE_POLL_SECONDS)
                     continue
@@ -139,11 +222,24 @@ class Worker:
                 for row_id, item in ids:
                     self._process(row_id, item, resource)
                     keeper.held.remove(row_id)
-        return self.stats
+
+    def _db(self, action: Callable[[], T], what: str) -> T:
+        """A database action through the outage, then the release of rows it left behind."""
+        return with_reconnect(action, what, after_outage=self._release_orphans)
+
+    def _release_orphans(self) -> None:
+        """Release the rows held in this worker's name that it does not know it holds: a claim
+        whose commit reached the server but whose answer was lost with the connection."""
+        held = list(self._keeper.held) if self._keeper else []
+        with session_factory().begin() as session:
+            released = queue.release_orphans(session, self.spec, self.name, held)
+        if released:
+            log.warning("released %d rows claimed by a lost transaction", released)
 
     def _claim(self) -> list[tuple[int, Any]]:
         """Claim a batch and read each row's input, in one transaction."""
         with session_factory().begin() as session:
+            fast_commits(session)
             ids = queue.claim(session, self.spec, self.name, self.spec.batch_size)
             return [(row_id, self.spec.load(session, row_id)) for row_id in ids]
 
@@ -163,17 +259,28 @@ class Worker:
 
     def _process(self, row_id: int, item: Any, resource: Any) -> None:
         extra = {"stage": self.spec.stage.value, "row": row_id, "worker": self.name}
-        try:
-            result = self.spec.call(item, resource)
-        except Exception as error:  # the stage's own failure: record it, carry on
-            log.warning("failed: %s", error, extra=extra)
-            self._settle(row_id, error=describe(error))
-            return
+        for attempt in range(STAGE_DATABASE_RETRIES + 1):
+            try:
+                result = self.spec.call(item, resource)
+                break
+            except Exception as error:  # the stage's own failure: record it, carry on
+                if is_connection_error(error) and attempt < STAGE_DATABASE_RETRIES:
+                    self._db(self._ping, "stage")  # the database went away: not the row's fault
+                    continue
+                log.warning("failed: %s", error, extra=extra)
+                self._settle(row_id, error=describe(error))
+                return
         self._settle(row_id, result=result)
+
+    @staticmethod
+    def _ping() -> None:
+        with session_factory()() as session:
+            session.execute(sa.text("SELECT 1"))
 
     def _settle(self, row_id: int, *, result: object = None, error: str | None = None) -> None:
         def write() -> None:
             with session_factory().begin() as session:
+                fast_commits(session)
                 if error is None:
                     queue.finish(session, self.spec, self.name, row_id)
                     self.spec.store(session, row_id, result)
@@ -181,20 +288,24 @@ class Worker:
                     queue.fail(session, self.spec, self.name, row_id, error)
 
         try:
-            with_reconnect(write, "finish")
+            self._db(write, "finish")
         except LeaseLost as lost:
             log.warning("%s", lost, extra={"stage": self.spec.stage.value, "row": row_id})
             self.stats.lost += 1
             return
+        except DatabaseUnavailable:
+            raise
         except Exception as store_error:  # storing failed (bad result): record that instead
             if error is not None:
                 raise
             self._settle(row_id, error=f"storing the result failed: {describe(store_error)}")
             return
         if error is None:
-            self.stats.done += 1
+            self.stats.done_ids.add(row_id)
+            self.stats.failed_ids.discard(row_id)
         else:
-            self.stats.failed += 1
+            self.stats.failed_ids.add(row_id)
+        self.stats.done, self.stats.failed = len(self.stats.done_ids), len(self.stats.failed_ids)
 
 
 def describe(error: BaseException) -> str:
@@ -212,7 +323,31 @@ def describe(error: BaseException) -> str:
 def run_workers(
     specs: Sequence[StageSpec], *, concurrency: int = 1, forever: bool = False
 ) -> WorkerStats:
-    """Run `concurrency` worker threads per stage until none has work left (or forever)."""
+    """Run `concurrency` worker threads per stage until none has work left (or forever), then
+    make their work durable before the caller goes on. If the database restarted in between
+    (the last results may be lost with it), the rows the workers held are released and the
+    workers run again."""
+    total = WorkerStats()
+    while True:
+        workers, losses = _run_threads(specs, concurrency, forever), connections_lost()
+        for worker in workers:
+            total.lost += worker.stats.lost
+            total.done_ids |= worker.stats.done_ids
+            total.failed_ids |= worker.stats.failed_ids
+        with_reconnect(durable, "durable")
+        if connections_lost() == losses:
+            break
+        names = [worker.name for worker in workers]
+        with session_factory().begin() as session:
+            for spec in specs:
+                queue.release(session, spec, names)
+    total.failed_ids -= total.done_ids  # failed in one worker, done later in another
+    total.done, total.failed = len(total.done_ids), len(total.failed_ids)
+    return total
+
+
+def _run_threads(specs: Sequence[StageSpec], concurrency: int, forever: bool) -> list[Worker]:
+    """Run the workers' threads to their end; raise what stopped one of them, if anything."""
     workers = [Worker(spec, forever=forever) for spec in specs for _ in range(concurrency)]
     threads = [threading.Thread(target=w.run, name=w.name, daemon=True) for w in workers]
     for thread in threads:
@@ -221,14 +356,14 @@ def run_workers(
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)
+                if any(worker.fatal for worker in workers):  # one gave up: all stop
+                    for worker in workers:
+                        worker.stop()
     except KeyboardInterrupt:
         for worker in workers:
             worker.stop()
         for thread in threads:
             thread.join()
-    total = WorkerStats()
-    for worker in workers:
-        total.done += worker.stats.done
-        total.failed += worker.stats.failed
-        total.lost += worker.stats.lost
-    return total
+    if fatal := next((worker.fatal for worker in workers if worker.fatal), None):
+        raise fatal
+    return workers

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import config
-from app.db.embedded import embedded_database_url
+from app.db import embedded
 from app.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ def database_url() -> str:
     """`DATABASE_URL` if set, else the embedded server's URL (starting it if needed)."""
     url = config.database_url_from_env()
     if url is None:
-        return embedded_database_url(config.rocqcot_home())
+        return embedded.embedded_database_url(config.rocqcot_home())
     # Plain postgresql:// URLs mean psycopg 3 here, not SQLAlchemy's psycopg2 default.
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -37,17 +39,21 @@ def database_url() -> str:
 def engine() -> Engine:
     """The process-wide engine.
 
-    Commits do not wait for the WAL flush (`synchronous_commit=off`): every write is an
-    idempotent upsert or a guarded status change, so if the server itself crashes, the last
-    few hundred milliseconds of finished rows simply run again; nothing is duplicated or lost.
-    A restarted server is reconnected to by the workers' retry loop (`with_reconnect`).
+    Commits are durable, except the work queue's own (`fast_commits`). A pooled connection is
+    checked before use (`pool_pre_ping`), so after a server restart only the statements in
+    flight fail (the workers' retry loop runs them again); a new connection that the embedded
+    server refuses because it died starts it again first.
     """
     eng = sa.create_engine(
         database_url(),
         pool_size=16,  # kept open: LLM stages run dozens of worker threads
         max_overflow=32,
-        connect_args={"connect_timeout": 5, "options": "-c synchronous_commit=off"},
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 5},
     )
+    if config.database_url_from_env() is None:
+        sa.event.listen(eng, "do_connect", functools.partial(_connect, config.rocqcot_home()))
+    sa.event.listen(eng.pool, "invalidate", _count_loss)
     try:
         with eng.connect() as connection:
             connection.execute(sa.text("SELECT 1"))
@@ -57,6 +63,70 @@ def engine() -> Engine:
             f"cannot connect to {eng.url.render_as_string(hide_password=True)}: {reason}"
         ) from None
     return eng
+
+
+_losses = itertools.count()
+_lost = 0
+
+
+def _count_loss(*_: object) -> None:
+    global _lost
+    _lost = next(_losses) + 1
+
+
+def connections_lost() -> int:
+    """How many pooled connections this process found dead (the server restarted, the network
+    dropped): a worker that sees it change knows transactions may have been lost."""
+    return _lost
+
+
+def fast_commits(session: Session) -> None:
+    """Let this transaction's commit return before it is on disk (`synchronous_commit=off`).
+
+    For the work queue's claims and results only: each is an idempotent upsert or a guarded
+    status change, so a server crash that loses the last few hundred milliseconds of them
+    makes those rows run again (their workers release what they lost at once), and `durable`
+    at the end of a step puts every earlier commit on disk before the next step reads it.
+    """
+    session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+
+
+def durable() -> None:
+    """Wait until every commit made so far is on disk. A synchronous commit flushes the log up
+    to itself, so every earlier commit too; but PostgreSQL flushes only for a transaction that
+    wrote to the log, so this one rewrites the schema's one-row version table as it is."""
+    with engine().begin() as connection:
+        connection.execute(sa.text("UPDATE alembic_version SET version_num = version_num"))
+
+
+def _connect(home: Path, dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    """Connect to the embedded server; one that refuses because it died is started again."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Exception as refused:
+        if not is_connection_error(refused):
+            raise
+        try:
+            restarted = embedded.revive(home)
+        except Exception as error:  # still coming back: the caller's retry loop tries again
+            log.warning("the embedded server could not be started yet: %s", error)
+            raise refused from None
+        if not restarted:
+            raise
+        return dialect.connect(*cargs, **cparams)
+
+
+def is_connection_error(error: BaseException) -> bool:
+    """Whether a database error means the server is unreachable, restarting or dropped the
+    connection (retry once it is back), rather than a statement's own failure."""
+    import psycopg
+
+    if isinstance(error, sa.exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        error = error.orig if error.orig is not None else error
+    lost = isinstance(error, psycopg.OperationalError | psycopg.InterfaceError)
+    return lost and not isinstance(error, psycopg.errors.QueryCanceled)
 
 
 @functools.cache

@@ -180,6 +180,19 @@ def release(session: Session, spec: StageSpec, workers: Sequence[str]) -> None:
     )
 
 
+def release_orphans(session: Session, spec: StageSpec, worker: str, held: Sequence[int]) -> int:
+    """End the leases of rows held in a live worker's name but not in its hands (claimed by
+    a transaction whose answer the connection lost); returns how many."""
+    t = _table(spec)
+    statement = sa.update(t).where(
+        t.c.stage == spec.stage, t.c.status == Status.running, t.c.worker == worker
+    )
+    if held:
+        statement = statement.where(t.c.id.not_in(list(held)))
+    released = session.execute(statement.values(lease_until=sa.func.now() - timedelta(seconds=1)))
+    return released.rowcount
+
+
 def status_counts(session: Session) -> list[dict[str, Any]]:
     """Rows per table, stage and status, from the `stage_status` view."""
     rows = session.execute(

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.rocq.glob import Glob, GlobFormatError, read_glob
-from app.rocq.positions import Position, SourceText
+from app.rocq.positions import Position, SourceText, read_source
 from app.rocq.timing import Sentence, parse_timing
 from app.rocq.toolchain import Toolchain
 from app.rocq.toolchain import current as current_toolchain
@@ -462,7 +462,7 @@ def _outputs_exist(root: Path, file: str) -> bool:
 def _load(root: Path, file: str, library: str, key: str) -> FileResult:
     """The result of an unchanged file, read back from its outputs."""
     _, glob_path, timing_path = _outputs(root, file)
-    source = SourceText((root / file).read_text(encoding="utf-8"))
+    source = SourceText(read_source(root / file))
     sentences = parse_timing(timing_path.read_text(encoding="utf-8", errors="replace"), source)
     glob = read_glob(glob_path, source)
     return FileResult(file, library, BuildStatus.SKIPPED, key, sentences=sentences, glob=glob)
@@ -482,7 +482,7 @@ def _compile(
     result = functools.partial(
         FileResult, file, library_name(file, prefix), key=key, seconds=time.monotonic() - started
     )
-    source = SourceText((root / file).read_text(encoding="utf-8"))
+    source = SourceText(read_source(root / file))
     sentences = parse_timing(timing_path.read_text(encoding="utf-8", errors="replace"), source)
     if run.returncode != 0:
         stderr = run.stderr.decode("utf-8", errors="replace")

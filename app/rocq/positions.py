@@ -3,12 +3,20 @@
 Rocq (the XML protocol, `-time` output, `.glob` files) counts UTF-8 bytes; Python strings count
 code points; editors and the seed formats count 0-based lines and characters. MathComp has
 non-ASCII text (notations such as `∑`, `⊗`), so mixing these up shifts every later position.
+
+Rocq reads a file as bytes: its lexer needs UTF-8 for names and symbols, but takes any byte in
+a comment or a string. A text read here keeps such a byte as one escape character (Python's
+`surrogateescape`), so byte offsets stay Rocq's and the file reads back byte for byte.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,7 @@ class SourceText:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.data = text.encode("utf-8")
+        self.data = text.encode("utf-8", "surrogateescape")
         self._ascii = len(self.data) == len(text)
         # Byte offset of the start of each character, only needed for non-ASCII text.
         self._char_to_byte: list[int] | None = None
@@ -32,7 +40,7 @@ class SourceText:
             offsets, byte = [], 0
             for char in text:
                 offsets.append(byte)
-                byte += len(char.encode("utf-8"))
+                byte += len(char.encode("utf-8", "surrogateescape"))
             offsets.append(byte)
             self._char_to_byte = offsets
         self._line_starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
@@ -51,7 +59,7 @@ class SourceText:
 
     def byte_slice(self, start: int, stop: int) -> str:
         """The text between two byte offsets."""
-        return self.data[start:stop].decode("utf-8")
+        return self.data[start:stop].decode("utf-8", "surrogateescape")
 
     def position(self, char: int) -> Position:
         """Line and character of a character offset."""
@@ -65,3 +73,24 @@ class SourceText:
     def byte_position(self, byte: int) -> Position:
         """Line and character of a byte offset."""
         return self.position(self.byte_to_char(byte))
+
+
+def read_source(path: Path) -> str:
+    """A Rocq file's text as Rocq reads it: UTF-8, a byte that is not kept as an escape."""
+    return path.read_bytes().decode("utf-8", "surrogateescape")
+
+
+def write_source(path: Path, text: str) -> None:
+    """Write a text read by `read_source` back, byte for byte."""
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+def first_invalid_byte(text: str) -> int | None:
+    """The character offset of the first byte of `text` that was not UTF-8, if any."""
+    found = _ESCAPED.search(text)
+    return found.start() if found else None
+
+
+def valid_text(text: str) -> str:
+    """`text` with every byte that was not UTF-8 shown as U+FFFD (for the database and logs)."""
+    return _ESCAPED.sub("\ufffd", text)

@@ -18,9 +18,10 @@ _END_FOLLOW = (b"", b" ", b"\t", b"\r", b"\n")
 def split_sentences(data: bytes) -> list[tuple[int, int]]:
     """Byte ranges (first token, just after the terminator) of the sentences of a Rocq text.
 
-    A sentence ends at a `.` followed by a blank, or is a bullet (`-`, `++`, `*`), a brace, or a
-    goal selector with a brace (`2: {`). Comments and strings are skipped. Matches the ranges of
-    `coqc -time` on MathComp; a last unterminated sentence runs to the end of the text.
+    A sentence ends at a `.` or a `...` followed by a blank (Rocq's lexer ends a command at
+    both: `split... Print nat.` is two sentences), or is a bullet (`-`, `++`, `*`), a brace, or
+    a goal selector with a brace (`2: {`). Comments and strings are skipped. Matches the ranges
+    of `coqc -time` on MathComp; a last unterminated sentence runs to the end of the text.
     """
     sentences, i, n = [], 0, len(data)
     while (start := _skip_blank(data, i)) < n:
@@ -81,8 +82,17 @@ def _sentence_end(data: bytes, start: int) -> int:
             i = _skip_comment(data, i)
         elif token == b'"':
             i = _skip_string(data, i)
-        elif data[i + 1 : i + 2] in _END_FOLLOW and data[i - 1 : i] != b".":
+        elif data[i + 1 : i + 2] in _END_FOLLOW and _dots_before(data, i) != 1:
             return i + 1
         else:
             i += 1
     return len(data)
+
+
+def _dots_before(data: bytes, i: int) -> int:
+    """How many dots come just before the one at i. A dot then a blank ends a sentence unless
+    it closes `..` (the token of `x .. y`): Rocq's lexer ends a command at `.` and at `...`."""
+    j = i
+    while j > 0 and data[j - 1 : j] == b".":
+        j -= 1
+    return i - j

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
+from app.errors import RocqcotError
 from app.options import RocqBin, use_rocq
 from app.rocq.build import (
     BuildResult,
@@ -41,6 +42,13 @@ from app.rocq.build import (
     library_name,
 )
 from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
+from app.rocq.positions import (
+    SourceText,
+    first_invalid_byte,
+    read_source,
+    valid_text,
+    write_source,
+)
 from app.rocq.toolchain import current as current_toolchain
 from app.serialize import plain
 from app.stages import StageSpec, register
@@ -71,8 +79,12 @@ class PreparedFile:
 
     path: str
     cleaned_text: str
+    """As stored: a byte that is not UTF-8 shown as U+FFFD (the copy keeps the byte)."""
     header_docs: list[dict[str, Any]]
     strip_error: str | None
+    encoding_error: str | None = None
+    """Where the cleaned text still holds a byte that is not UTF-8 (outside comments): Rocq
+    takes one only in a string, and the file fails either way (its texts cannot be stored)."""
 
 
 @dataclass(frozen=True)
@@ -126,26 +138,42 @@ def rocq_copy_path(output_path: Path) -> Path:
 
 def prepare_file(source: Path, target: Path) -> PreparedFile:
     """Strip a `.v` file into the copy; a file that does not lex is copied as it is, so that
-    Rocq reports the error with its own message."""
-    text = source.read_text(encoding="utf-8")
+    Rocq reports the error with its own message. The file is read as Rocq reads it: a byte
+    that is not UTF-8 goes with its comment; one left outside comments is copied as it is, for
+    Rocq to judge, and noted."""
+    text = read_source(source)
     try:
-        cleaned, docs, error = strip_comments(text), header_docs(text), None
+        cleaned, docs, error = strip_comments(text), header_docs(valid_text(text)), None
     except UnterminatedError as lex_error:
         cleaned, docs, error = text, [], str(lex_error)
     write_if_changed(target, cleaned)
     return PreparedFile(
         path=target.as_posix(),
-        cleaned_text=cleaned,
+        cleaned_text=valid_text(cleaned),
         header_docs=[plain(doc) | {"head": doc.head} for doc in docs],
         strip_error=error,
+        encoding_error=encoding_error(cleaned),
+    )
+
+
+def encoding_error(text: str) -> str | None:
+    """Where a text holds a byte that is not UTF-8, if it does."""
+    offset = first_invalid_byte(text)
+    if offset is None:
+        return None
+    where = SourceText(text).position(offset)
+    byte = text[offset].encode("utf-8", "surrogateescape")[0]
+    return (
+        f"line {where.line + 1}, character {where.character}: byte 0x{byte:02X} is not UTF-8 "
+        "(outside comments, Rocq reads one only in a string; rocqcot keeps texts as UTF-8)"
     )
 
 
 def write_if_changed(target: Path, text: str) -> None:
     """Rewrite only changed files, so the build's skip logic and mtimes stay meaningful."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or target.read_text(encoding="utf-8") != text:
-        target.write_text(text, encoding="utf-8")
+    if not target.exists() or read_source(target) != text:
+        write_source(target, text)
 
 
 def copy_tree(input_path: Path, output_path: Path) -> dict[str, PreparedFile]:
@@ -180,6 +208,8 @@ def run(item: LibraryInput) -> BuiltLibrary:
     outcome, failed ones included, Rocq's first."""
     output = Path(item.output_path)
     prepared = copy_tree(Path(item.input_path), output)
+    if not prepared:
+        raise RocqcotError(f"{item.input_path} holds no .v file: there is no library to build")
     result = build(output, item.prefix, jobs=item.jobs)
     rocq = build_rocq(rocq_copy_path(output), result, item.jobs)
     files = rocq_records(*rocq) if rocq else []
@@ -235,27 +265,30 @@ def file_record(
     first in dependency order, and it requires the Rocq files `rocq` besides its build's."""
     outcome = result.files[path]
     requires = {result.graph.library(dep) for dep in result.graph.closure[path]} | (rocq or set())
+    readable = prepared.encoding_error is None
+    status = outcome.status if readable else BuildStatus.FAILED
     return {
         "path": path,
         "logical_path": outcome.library,
         "from_rocq": from_rocq,
         "content_hash": hashlib.sha256(prepared.cleaned_text.encode()).hexdigest(),
         "cleaned_text": prepared.cleaned_text,
-        "build_status": outcome.status.value,
+        "build_status": status.value,
         "build_error": build_error(outcome, prepared),
         "build_seconds": outcome.seconds,
         "dependency_order": offset + list(result.files).index(path),
         "requires": sorted(requires),
-        "sentences": plain(outcome.sentences),
-        "glob": plain(outcome.glob) if outcome.glob else {},
+        "sentences": plain(outcome.sentences) if readable else [],
+        "glob": plain(outcome.glob) if outcome.glob and readable else {},
         "header_docs": prepared.header_docs,
     }
 
 
 def build_error(outcome: FileResult, prepared: PreparedFile) -> str | None:
-    """A one-paragraph reason for a file that did not build, with Rocq's location."""
+    """A one-paragraph reason for a file that did not build, with Rocq's location; for one
+    that Rocq built with a byte that is not UTF-8 in a string, where that byte is."""
     if outcome.status in (BuildStatus.BUILT, BuildStatus.SKIPPED):
-        return None
+        return f"{outcome.file}: {prepared.encoding_error}" if prepared.encoding_error else None
     if outcome.status == BuildStatus.DEPENDENCY_FAILED:
         return f"not built: its requirement {outcome.failed_dependency} failed"
     error = outcome.error
@@ -264,7 +297,7 @@ def build_error(outcome: FileResult, prepared: PreparedFile) -> str | None:
         if (error and error.start)
         else ""
     )
-    message = error.message if error else "coqc failed"
+    message = valid_text(error.message) if error else "coqc failed"
     lexer = (
         f" (comments could not be stripped: {prepared.strip_error})"
         if (prepared.strip_error)
@@ -382,13 +415,14 @@ def command(
 ) -> None:
     """Copy, strip comments, build the library; record its files."""
     from app.db.engine import ensure_schema, session_factory
-    from app.errors import RocqcotError
     from workers.runner import run_workers
 
     toolchain = use_rocq(rocq_bin)
     source = (source or toolchain.default_library()).resolve()
     if not source.is_dir():
         raise RocqcotError(f"--input {source} is not a folder")
+    if next(source.rglob("*.v"), None) is None:
+        raise RocqcotError(f"--input {source} holds no .v file: there is no library to build")
     name = name or source.name
     output = (output or Path("export/output/steps/step_0") / name).resolve()
     ensure_schema()

@@ -601,6 +601,7 @@ def command(
         f"{share_text(found, total)}"
     )
     typer.echo(report.line(7, "blocks through repair"))
+    report.check(7)
 
 
 if __name__ == "__main__":
