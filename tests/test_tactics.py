@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from app.config import DEFAULT_LIBRARY
 from app.rocq.lexer import strip_comments
 from app.rocq.sentences import split_sentences
 from app.rocq.tactics import NotATactic, tactic_sentences
@@ -84,10 +83,10 @@ def test_the_refusal_names_the_sentence() -> None:
     assert str(refused.value).startswith('sentence 2 `Redirect "out" Print nat.` is not a tactic')
 
 
-def test_every_sentence_of_mathcomp_proofs_is_a_tactic() -> None:
+def test_every_sentence_of_mathcomp_proofs_is_a_tactic(mathcomp_dir: Path) -> None:
     """The rule refuses no sentence of a real library's proofs (between `Proof.` and `Qed.`)."""
     checked = 0
-    for path in sorted(Path(DEFAULT_LIBRARY, "ssreflect").glob("*.v")):
+    for path in sorted((mathcomp_dir / "ssreflect").glob("*.v")):
         data = strip_comments(path.read_text(encoding="utf-8")).encode()
         in_proof = False
         for start, end in split_sentences(data):
