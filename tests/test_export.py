@@ -16,9 +16,9 @@ from app.exports import write_export
 from app.exports.card import card_path
 from app.exports.chat import SYSTEM_PROMPT, render, to_chat
 from app.exports.examples import read_examples
+from app.results import filtered_blocks
+from app.split import split_compress
 from app.steps import step_9, step_10
-from app.steps.step_9 import filtered_blocks
-from app.steps.step_10 import split_compress
 from tests.rows import add_file
 from tests.test_step_9_10 import GOAL, TOP_K, add_cot, cot_data
 

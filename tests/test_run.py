@@ -23,7 +23,7 @@ from app.cot import Block
 from app.db import engine as db
 from app.db.models import Cot, Theorem
 from app.exports.examples import TrainingExample
-from app.steps.step_10 import Marked
+from app.split import Marked
 from tests.conftest import _clear_engine_caches
 from tests.test_step_4 import make_demo
 
@@ -145,7 +145,7 @@ def test_verify_replays_haves_with_their_proofs(connected: Workspace) -> None:
     path = example_file(connected, "haves.jsonl", cots)
     result = connected.rocqcot("verify", "--input", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 examples of 5 theorems replayed in Rocq" in result.stdout
+    assert "5 examples of 5 theorems checked and replayed in Rocq" in result.stdout
     assert " 0 failures" in result.stdout
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -14,8 +17,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from app import config
-from app.db.embedded import embedded_database_url
-from app.errors import DatabaseUnavailable
+from app.db.embedded import embedded_database_url, psql_path
+from app.db.embedded import stop_embedded as embedded_stop
+from app.errors import DatabaseUnavailable, RocqcotError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,42 @@ def database_url() -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def libpq_url(hide_password: bool) -> str:
+    """The database's URL as psql and libpq take it (no SQLAlchemy driver name)."""
+    url = sa.engine.make_url(database_url()).set(drivername="postgresql")
+    return url.render_as_string(hide_password=hide_password and bool(url.password))
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def psql_command(args: list[str]) -> Command:
+    """psql on the database: the system's psql for another server when there is one, else
+    the wheel's; the password goes through the environment, never the command line."""
+    url = sa.engine.make_url(database_url()).set(drivername="postgresql")
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    embedded = config.database_url_from_env() is None
+    psql = (None if embedded else shutil.which("psql")) or str(psql_path())
+    return Command([psql, url.set(password=None).render_as_string(), *args], env)
+
+
+def stop_embedded() -> str:
+    """Stop the embedded server; a line saying what happened."""
+    if config.database_url_from_env() is not None:
+        raise RocqcotError(
+            "DATABASE_URL is set: rocqcot does not run that server, it cannot stop it"
+        )
+    home = config.rocqcot_home()
+    if embedded_stop(home):
+        return f"stopped the embedded server in {home / 'pgdata'}"
+    return f"the embedded server in {home / 'pgdata'} is not running"
 
 
 @functools.cache
