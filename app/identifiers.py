@@ -119,14 +119,19 @@ def _binders(code: str) -> set[str]:
 
 
 def unintroduced(
-    prompt: str, blocks: Sequence[Block], library: Iterable[str]
+    prompt: str,
+    blocks: Sequence[Block],
+    library: Iterable[str],
+    trained: Sequence[bool] | None = None,
 ) -> list[Unintroduced]:
     """The names the code blocks use that neither the prompt, nor an earlier block, nor a binder
-    of their own, nor the library introduces, in order (each name reported once)."""
+    of their own, nor the library introduces, in order (each name reported once). With
+    `trained`, only the blocks a trainer learns from are checked (a masked block was checked in
+    the example that trained on it, where its context was)."""
     known = words(prompt) | KEYWORDS | {part for name in library for part in words(name)}
     problems: list[Unintroduced] = []
     for number, block in enumerate(blocks, 1):
-        if block.kind in CODE_KINDS:
+        if block.kind in CODE_KINDS and (trained is None or trained[number - 1]):
             code = shown_code(block.content)
             own = _binders(code)
             for token in _IDENT.findall(_STRING.sub(" ", code)):

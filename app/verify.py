@@ -247,7 +247,8 @@ def identifier_failures(db_session: Session, examples: list[TrainingExample]) ->
     failures = []
     for example in examples:
         blocks = [marked.block for marked in example.blocks]
-        found = unintroduced(example.initial_goal, blocks, library.get(example.name, ()))
+        trained = [not marked.ignore for marked in example.blocks]
+        found = unintroduced(example.initial_goal, blocks, library.get(example.name, ()), trained)
         if found:
             failures.append(Failure(example.name, example.index, found[0].reason()))
     return failures

@@ -40,7 +40,9 @@ def database_url() -> str:
 def libpq_url(hide_password: bool) -> str:
     """The database's URL as psql and libpq take it (no SQLAlchemy driver name)."""
     url = sa.engine.make_url(database_url()).set(drivername="postgresql")
-    return url.render_as_string(hide_password=hide_password and bool(url.password))
+    if not url.password:
+        return url._replace(password=None).render_as_string(hide_password=False)
+    return url.render_as_string(hide_password=hide_password)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ def psql_command(args: list[str]) -> Command:
         env["PGPASSWORD"] = str(url.password)
     embedded = config.database_url_from_env() is None
     psql = (None if embedded else shutil.which("psql")) or str(psql_path())
-    return Command([psql, url.set(password=None).render_as_string(), *args], env)
+    address = url._replace(password=None).render_as_string(hide_password=False)
+    return Command([psql, address, *args], env)
 
 
 def stop_embedded() -> str:

@@ -68,7 +68,10 @@ def checked(
     kept, left_out = [], collections.Counter()
     for example in examples:
         blocks = [marked.block for marked in example.blocks]
-        problems = unintroduced(example.initial_goal, blocks, library.get(example.name, ()))
+        trained = [not marked.ignore for marked in example.blocks]
+        problems = unintroduced(
+            example.initial_goal, blocks, library.get(example.name, ()), trained
+        )
         if problems:
             left_out[f"`{problems[0].name}` not introduced"] += 1
         else:

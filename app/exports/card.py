@@ -126,7 +126,7 @@ def write_card(session: Session, info: ExportInfo) -> Path:
             f"{library['rocq'] or '(unknown version)'}; embeddings {library['embedding_model']}. "
             "The system prompt of its examples:",
             "",
-            f"> {library['system_prompt']}",
+            *(f"> {line}" for line in library["system_prompt"].splitlines()),
         ]
     path = card_path(info.path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

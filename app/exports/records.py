@@ -65,7 +65,8 @@ def versions(library: Library) -> tuple[str | None, str | None]:
         if found := _OPAM_VERSION.search(opam.read_text(encoding="utf-8", errors="replace")):
             version = found.group(1)
             break
-    return library.rocq_version, version
+    rocq = (library.rocq_version or "").split()  # `coqc --print-version`: Rocq's, OCaml's
+    return (rocq[0] if rocq else None), version
 
 
 def libraries(session: Session) -> list[LibraryFacts]:
@@ -162,6 +163,11 @@ def _theorems(session: Session, where: sa.ColumnElement[bool]) -> list[TheoremRe
     ]
 
 
+def has_evaluation() -> sa.ColumnElement[bool]:
+    """Theorems step 4 evaluated (a failed one holds JSON `null`, not SQL NULL)."""
+    return sa.func.jsonb_typeof(Theorem.evaluation) == "object"
+
+
 def done_with_haves() -> sa.ColumnElement[bool]:
     """Theorems step 2 finished with: done at `haves`, or at any later stage."""
     return sa.or_(
@@ -193,13 +199,13 @@ def selected(session: Session) -> list[TheoremRecord]:
 
 def evaluated(session: Session) -> list[TheoremRecord]:
     """Step 4: every theorem and have sub-theorem with an evaluation."""
-    return _theorems(session, Theorem.evaluation.is_not(None))
+    return _theorems(session, has_evaluation())
 
 
 def with_cots(session: Session) -> list[TheoremRecord]:
     """Steps 5 to 8: the evaluated theorems step 5 wrote a CoT for."""
     has_cot = sa.exists().where(Cot.theorem_id == Theorem.id)
-    return _theorems(session, sa.and_(Theorem.evaluation.is_not(None), has_cot))
+    return _theorems(session, sa.and_(has_evaluation(), has_cot))
 
 
 @dataclass(frozen=True)
@@ -470,7 +476,7 @@ def evaluations(session: Session, names: set[str]) -> dict[str, dict[str, Any]]:
     """The step-4 evaluation of each named theorem that has one."""
     rows = session.execute(
         sa.select(Theorem.fqn, Theorem.evaluation).where(
-            Theorem.fqn.in_(sorted(names)), Theorem.evaluation.is_not(None)
+            Theorem.fqn.in_(sorted(names)), has_evaluation()
         )
     )
     return dict(rows.all())
