@@ -31,6 +31,7 @@ from app.db.models import (
     SourceFile,
     Theorem,
 )
+from app.dictionary import export_dictionary
 from app.results import filtered_blocks, job_params, load_cots
 from app.split import Marked
 
@@ -46,7 +47,8 @@ class LibraryFacts:
     name: str
     logical_prefix: str
     ssreflect: bool
-    """Whether it requires Rocq's SSReflect (step 0 built Rocq's `ssr` files for it)."""
+    """Whether it requires SSReflect (a file of it loads `ssreflect`, or step 0 built Rocq's
+    `ssr` files for it)."""
     rocq_version: str | None
     version: str | None
     """The library's own version, when known."""
@@ -71,14 +73,12 @@ def versions(library: Library) -> tuple[str | None, str | None]:
 
 def libraries(session: Session) -> list[LibraryFacts]:
     """Every library, by name."""
+    requires_ssr = sa.or_(
+        sa.and_(SourceFile.from_rocq, SourceFile.logical_path.like("%.ssr.%")),
+        SourceFile.cleaned_text.regexp_match(r"Require[^.]*\mssreflect\M"),
+    )
     uses_ssr = (
-        sa.select(SourceFile.id)
-        .where(
-            SourceFile.library_id == Library.id,
-            SourceFile.from_rocq,
-            SourceFile.logical_path.like("%.ssr.%"),
-        )
-        .exists()
+        sa.select(SourceFile.id).where(SourceFile.library_id == Library.id, requires_ssr).exists()
     )
     rows = session.execute(sa.select(Library, uses_ssr).order_by(Library.name)).all()
     facts = []
@@ -98,17 +98,6 @@ def libraries(session: Session) -> list[LibraryFacts]:
             )
         )
     return facts
-
-
-def theorem_libraries(session: Session, names: set[str]) -> dict[str, str]:
-    """The library of each named theorem."""
-    rows = session.execute(
-        sa.select(Theorem.fqn, Library.name)
-        .join(SourceFile, SourceFile.id == Theorem.file_id)
-        .join(Library, Library.id == SourceFile.library_id)
-        .where(Theorem.fqn.in_(sorted(names)))
-    )
-    return dict(rows.all())
 
 
 # --- Theorems ---------------------------------------------------------------------------------
@@ -298,20 +287,24 @@ class DictionaryEntry:
     force_result: bool
 
 
+def _entry_columns() -> list[Any]:
+    return [
+        LibraryObject.fqn,
+        LibraryObject.name,
+        LibraryObject.kind,
+        LibraryObject.fullname,
+        LibraryObject.docstring,
+        LibraryObject.docstring_source,
+        LibraryObject.force_result,
+    ]
+
+
 def dictionary_entries(session: Session, fqns: set[str]) -> dict[str, DictionaryEntry]:
     """The entries of these fqns (a name with several kinds: the first in library order)."""
     if not fqns:
         return {}
     rows = session.execute(
-        sa.select(
-            LibraryObject.fqn,
-            LibraryObject.name,
-            LibraryObject.kind,
-            LibraryObject.fullname,
-            LibraryObject.docstring,
-            LibraryObject.docstring_source,
-            LibraryObject.force_result,
-        )
+        sa.select(*_entry_columns())
         .where(LibraryObject.fqn == sa.any_(sa.literal(sorted(fqns), sa.ARRAY(sa.Text))))
         .order_by(LibraryObject.library_order)
     )
@@ -324,19 +317,16 @@ def dictionary_entries(session: Session, fqns: set[str]) -> dict[str, Dictionary
 def written_docstrings(session: Session) -> list[DictionaryEntry]:
     """The entries whose docstring step 6 wrote, in library order."""
     rows = session.execute(
-        sa.select(
-            LibraryObject.fqn,
-            LibraryObject.name,
-            LibraryObject.kind,
-            LibraryObject.fullname,
-            LibraryObject.docstring,
-            LibraryObject.docstring_source,
-            LibraryObject.force_result,
-        )
+        sa.select(*_entry_columns())
         .where(LibraryObject.force_result)
         .order_by(LibraryObject.library_order, LibraryObject.id)
     )
     return [DictionaryEntry(*row) for row in rows]
+
+
+def llm4docq(session: Session) -> dict[str, Any]:
+    """The whole dictionary in the LLM4Docq format (step 4's side file)."""
+    return export_dictionary(session)
 
 
 # --- Searches ---------------------------------------------------------------------------------
@@ -350,7 +340,6 @@ class Candidate:
     query: str
     think: str | None
     results: list[dict[str, Any]] | None
-    chosen: bool
 
 
 @dataclass(frozen=True)
@@ -382,7 +371,7 @@ def searches(session: Session, cot_ids: list[int]) -> dict[int, dict[int, Search
     ).scalars()
     for q in rows:
         candidates[q.search_block_id].append(
-            Candidate(q.candidate_index, q.query, q.think, q.results, q.chosen)
+            Candidate(q.candidate_index, q.query, q.think, q.results)
         )
     found: dict[int, dict[int, SearchRecord]] = collections.defaultdict(dict)
     blocks = session.execute(sa.select(SearchBlock).where(SearchBlock.cot_id.in_(cot_ids)))
@@ -472,42 +461,23 @@ def split_examples(session: Session) -> list[ExampleRecord]:
     ]
 
 
-def evaluations(session: Session, names: set[str]) -> dict[str, dict[str, Any]]:
-    """The step-4 evaluation of each named theorem that has one."""
-    rows = session.execute(
-        sa.select(Theorem.fqn, Theorem.evaluation).where(
-            Theorem.fqn.in_(sorted(names)), has_evaluation()
-        )
-    )
-    return dict(rows.all())
-
-
-def proof_dependencies(session: Session, names: set[str]) -> dict[str, list[dict[str, Any]]]:
-    """The dependencies step 4 found in each named theorem's chains (library objects the
-    proof names), in chain order."""
-    rows = session.execute(
-        sa.select(Theorem.fqn, ProofStep.dependencies)
-        .join(ProofStep, ProofStep.theorem_id == Theorem.id)
-        .where(Theorem.fqn.in_(sorted(names)))
-        .order_by(Theorem.fqn, ProofStep.index)
-    )
-    found: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for fqn, dependencies in rows:
-        found[fqn] += dependencies or []
-    return found
-
-
 def library_names(session: Session, names: set[str]) -> dict[str, frozenset[str]]:
     """The library objects each named theorem's proof, statement and section variables name
     (as written), from step 4: what the library the prompt names introduces."""
     found: dict[str, set[str]] = collections.defaultdict(set)
-    for fqn, evaluation in evaluations(session, names).items():
+    evaluated = sa.select(Theorem.fqn, Theorem.evaluation).where(
+        Theorem.fqn.in_(sorted(names)), has_evaluation()
+    )
+    for fqn, evaluation in session.execute(evaluated):
         deps = [*(evaluation.get("statement_dependencies") or ())]
         variables = evaluation.get("global_variables") or ()
         deps += [d for v in variables for d in v.get("dependencies") or ()]
         found[fqn] |= {d.get("name") or d["fqn"] for d in deps}
-    for fqn, deps in proof_dependencies(session, names).items():
-        found[fqn] |= {d.get("name") or d["fqn"] for d in deps}
+    chains = sa.select(Theorem.fqn, ProofStep.dependencies).join(
+        ProofStep, ProofStep.theorem_id == Theorem.id
+    )
+    for fqn, deps in session.execute(chains.where(Theorem.fqn.in_(sorted(names)))):
+        found[fqn] |= {d.get("name") or d["fqn"] for d in deps or ()}
     return {fqn: frozenset(words) for fqn, words in found.items()}
 
 

@@ -213,12 +213,10 @@ def _evaluations(
 
 
 def step_4(session: Session) -> SeedExport:
-    from app.dictionary import export_dictionary
-
     theorems = records.evaluated(session)
     entries, _ = _evaluations(session, theorems, False)
     data = {t.fqn: entries[t.id] for t in theorems}
-    return SeedExport(data, {"dictionary": export_dictionary(session)})
+    return SeedExport(data, {"dictionary": records.llm4docq(session)})
 
 
 # --- Steps 5 and 6 ----------------------------------------------------------------------------
