@@ -314,7 +314,7 @@ def test_step_10_stores_the_examples_of_kept_cots_once(
 ) -> None:
     step_9.command(top_k=TOP_K, out_dir=tmp_path)
     step_10.command()
-    assert "1 CoTs split now, 0 failed; 6 examples from 1 CoTs in all" in capsys.readouterr().out
+    assert "1 CoT split now, 0 failed; 6 examples from 1 CoT in all" in capsys.readouterr().out
     examples = stored_examples(cots["good"])
     expected = split_compress(filtered_blocks(cot_data(), TOP_K))
     assert examples == [[m.to_json() for m in example] for example in expected]
@@ -326,7 +326,7 @@ def test_step_10_stores_the_examples_of_kept_cots_once(
     with db.session_factory().begin() as session:
         reprocess(session, "lib.a.foo", Stage.split)
     step_10.command()
-    assert "1 CoTs split now" in capsys.readouterr().out
+    assert "1 CoT split now" in capsys.readouterr().out
     assert stored_examples(cots["good"]) == examples
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.db.enums import Stage
 from app.db.models import Cot, Example
+from app.plural import plural
 from app.results import CotData, filtered_blocks, job_params, load_cots
 from app.split import Marked, split_compress
 from app.stages import StageSpec, register
@@ -86,8 +87,8 @@ def command() -> None:
             sa.select(sa.func.count(sa.distinct(Example.cot_id)), sa.func.count())
         ).one()
     typer.echo(
-        f"step 10: {stats.done} CoTs split now, {stats.failed} failed; "
-        f"{examples} examples from {cots} CoTs in all"
+        f"step 10: {plural(stats.done, 'CoT')} split now, {stats.failed} failed; "
+        f"{plural(examples, 'example')} from {plural(cots, 'CoT')} in all"
     )
 
 

@@ -25,6 +25,7 @@ from app.config import rocqcot_home
 from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, Theorem
 from app.errors import RocqcotError
+from app.plural import plural
 from app.results import (
     DEFAULT_TOP_K,
     JOB_NAME,
@@ -233,7 +234,7 @@ def summary_line(
     waiting = summary.get("waiting", 0) if queued else totals.get(None, 0)
     later = f"; {waiting} waiting for their searches (steps 7-8)" if waiting else ""
     kept, judged = totals.get(True, 0), totals.get(True, 0) + totals.get(False, 0)
-    return f"step 9: {now}{later}; {kept} of {judged} CoTs kept in all"
+    return f"step 9: {now}{later}; {kept} of {plural(judged, 'CoT')} kept in all"
 
 
 if __name__ == "__main__":
