@@ -327,7 +327,8 @@ def test_the_user_turn_is_the_whole_proof_state_and_the_system_the_library(
     assert "the library demo (logical path demo), in SSReflect style" in system
     assert "Rocq 8." in system and "MathComp" not in system
     card = (done.root / DATASET).with_name("train_card.md").read_text()
-    assert f"> {system}" in card and "in SSReflect style, built with Rocq 8." in card
+    assert "\n".join(f"> {line}" for line in system.splitlines()) in card
+    assert "in SSReflect style, built with Rocq 8." in card
 
 
 def check_seed_exports(place: Workspace) -> dict[int, Any]:
@@ -389,13 +390,13 @@ def test_an_edited_selected_proof_is_redone_and_stays_in_the_dataset(
     assert first.returncode == 0, first.stdout + first.stderr
     before = chat_lines(place)
     names = {line["name"] for line in before}
-    edited = "demo.proofs.anon"
-    assert edited in names
+    edited = "demo.proofs.bullets"  # and demo.proofs.anon_have_1, after it, only moves
+    assert edited in names and "demo.proofs.anon_have_1" in names
     proofs = library / "proofs.v"
     text = proofs.read_text()
-    old = "move=> ?.\nhave e : n = m by []."
+    old = "Proof.\nsplit.\n- by [].\n"
     assert old in text
-    proofs.write_text(text.replace(old, "move=> ?.\nidtac.\nhave e : n = m by []."))
+    proofs.write_text(text.replace(old, "Proof.\nsplit.\nidtac.\n- by [].\n"))
     second = place.run(library)
     assert second.returncode == 0, second.stdout + second.stderr
     after = chat_lines(place)
