@@ -165,8 +165,9 @@ def run(item: FileInput) -> tuple[FileInput, Extraction]:
 
 
 def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -> None:
-    """Upsert the file's theorems; a theorem whose text moved or changed is extracted anew
-    and what was derived from it is dropped; theorems gone from the file are deleted."""
+    """Upsert the file's theorems; a theorem whose text changed is extracted anew and what was
+    derived from it is dropped, one that only moved keeps it; theorems gone from the file are
+    deleted."""
     item, extraction = result
     upsert_theorems(session, item, extraction.theorems)
     kept = [t.fqn for t in extraction.theorems]
