@@ -384,7 +384,7 @@ def test_step_2_tags_each_have_form_and_leaves_the_rest(built_slice, subprocess_
     assert rocqcot(subprocess_env, "export", "--step", "2", "--out", str(out)).returncode == 0
     seed = json.loads(out.read_text())
     assert seed[name]["proof"] == EXPECTED["later_sentences"]
-    assert seed[name]["filepath"] == "haves.v"
+    assert seed[name]["filepath"] == "out/haves.v"  # the copy's folder, as the original
     assert json.loads(out.with_name("seed_have_errors.json").read_text()) == {}
 
 
