@@ -18,16 +18,19 @@ field. This module is the one place the mapping lives; `app.exports.records` rea
   wrote into `info` with `force_result: true`, and writes `_new_docstring.json`.
 - Steps 7 and 8: step 6's entries with `fqn` and `output_blocks`; a search block has its
   `search_result` (`[score, {name, kind, fullname, docstring}, fqn]` triples) and its `target`
-  `{name, force_result}`; step 7 follows a repaired search with the repair's think and a
+  `{name, force_result}` (the name as the proof writes it, as the original's step 7 took it
+  from the dependencies); step 7 follows a repaired search with the repair's think and a
   `searchs` block of its five queries; step 8 holds the query it kept, in place.
 - Steps 9 and 10, `[{name, blocks, initial_goal}]`: a search block's `target` is `{name,
-  force_result}`; step 10's blocks carry `ignore`; `initial_goal` is the whole proof state.
+  force_result}` with the dictionary's short name; step 10's blocks carry `ignore`;
+  `initial_goal` is the whole proof state.
 
 Every dict also carries rocqcot's `fqn` where the original had only a short name.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -281,12 +284,17 @@ def step_6(session: Session) -> SeedExport:
 # --- Steps 7 and 8 ----------------------------------------------------------------------------
 
 
-def target(fqn: str, entries: Entries) -> Json:
-    """A search's target: the short name the dictionary's entries carry, and whether step 6
+def target(fqn: str, entries: Entries, written: dict[str, str] | None = None) -> Json:
+    """A search's target: its name (as the proof writes it when known, as the original's step 7
+    named targets after the dependencies; else the dictionary's short name) and whether step 6
     wrote its docstring."""
     entry = entries.get(fqn)
-    name = entry.name if entry is not None else fqn.rpartition(".")[2]
+    short = entry.name if entry is not None else fqn.rpartition(".")[2]
+    name = (written or {}).get(fqn, short)
     return {"name": name, "force_result": bool(entry and entry.force_result), "fqn": fqn}
+
+
+Targets = Callable[[str], Json]
 
 
 def search_result(results: Sequence[Json] | None) -> list[list[Any]]:
@@ -307,14 +315,14 @@ def search_result(results: Sequence[Json] | None) -> list[list[Any]]:
 
 
 def _search_block(
-    content: str, results: Sequence[Json] | None, fqn: str | None, entries: Entries
+    content: str, results: Sequence[Json] | None, fqn: str | None, targets: Targets
 ) -> Json:
     block: Json = {"kind": "search", "content": content, "search_result": search_result(results)}
-    return block | ({"target": target(fqn, entries)} if fqn else {})
+    return block | ({"target": targets(fqn)} if fqn else {})
 
 
 def repaired_blocks(
-    blocks: Sequence[Block], searches: dict[int, SearchRecord], entries: Entries
+    blocks: Sequence[Block], searches: dict[int, SearchRecord], targets: Targets
 ) -> list[Json]:
     """Step 7's `output_blocks`: each search with its own results; a repaired one followed by
     the repair's think and its queries as a `searchs` block."""
@@ -326,26 +334,26 @@ def repaired_blocks(
             continue
         first = next((c for c in search.candidates if c.index == 0), None)
         results = search.results if first is None or first.results is None else first.results
-        out.append(_search_block(block.content, results, search.target, entries))
+        out.append(_search_block(block.content, results, search.target, targets))
         repairs = [c for c in search.candidates if c.index > 0]
         if repairs:
             out.append({"kind": "think", "content": repairs[0].think or ""})
             searchs: Json = {"kind": "searchs", "content": [c.query for c in repairs]}
             if search.target:
-                searchs["target"] = target(search.target, entries)
+                searchs["target"] = targets(search.target)
             out.append(searchs)
     return out
 
 
 def kept_blocks(
-    blocks: Sequence[Block], searches: dict[int, SearchRecord], entries: Entries
+    blocks: Sequence[Block], searches: dict[int, SearchRecord], targets: Targets
 ) -> list[Json]:
     """Step 8's `output_blocks`: each search holding the query step 8 kept, and its results."""
     out: list[Json] = []
     for index, block in enumerate(blocks):
         search = searches.get(index)
         if block.kind == "search" and search is not None:
-            out.append(_search_block(search.query, search.results, search.target, entries))
+            out.append(_search_block(search.query, search.results, search.target, targets))
         else:
             out.append({"kind": block.kind, "content": block.content})
     return out
@@ -363,9 +371,12 @@ def _searched(session: Session, chosen: bool) -> SeedExport:
         wanted = [i for i, block in enumerate(cot.blocks) if block.kind == "search"]
         if set(found) != set(wanted) or (chosen and not all(s.chosen for s in found.values())):
             continue  # the step has not searched all of this CoT yet
+        entry = entries[theorem.id]
+        written = {d["fqn"]: d["name"] for s in entry["evaluation"] for d in s["dependencies"]}
+        targets = functools.partial(target, entries=dictionary, written=written)
         shape = kept_blocks if chosen else repaired_blocks
-        blocks = shape(cot.blocks, found, dictionary)
-        data[theorem.fqn] = entries[theorem.id] | {"fqn": theorem.fqn, "output_blocks": blocks}
+        blocks = shape(cot.blocks, found, targets)
+        data[theorem.fqn] = entry | {"fqn": theorem.fqn, "output_blocks": blocks}
     return SeedExport(data)
 
 
