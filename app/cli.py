@@ -7,15 +7,12 @@ needs no separate migration step. Errors the user can act on print one line and 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import io
 import json
 import logging
 import os
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from app.db import engine as db
 from app.db import queue
-from app.db.enums import STEP_OF, Stage, Status
+from app.db.enums import Stage, Status
 from app.errors import RocqcotError
 from app.options import RocqBin, use_rocq
+from app.plural import plural
+from app.progress import StepProgress
 from app.steps import STEPS, StepInfo, step_module
 
 DATASET_DIR = Path("export/dataset")
@@ -57,9 +56,29 @@ def setup_logging(
 
 
 @db_app.command("url")
-def db_url() -> None:
-    """Print the database URL (starting the embedded server if it is the one in use)."""
-    typer.echo(db.engine().url.render_as_string(hide_password=True))
+def db_url(
+    show_password: Annotated[
+        bool, typer.Option("--show-password", help="print the password too")
+    ] = False,
+) -> None:
+    """Print the database URL as psql takes it (starting the embedded server if it is the one
+    in use); the password is hidden unless asked for."""
+    typer.echo(db.libpq_url(hide_password=not show_password))
+
+
+@db_app.command("psql")
+def db_psql(
+    args: Annotated[list[str] | None, typer.Argument(help="more psql arguments")] = None,
+) -> None:
+    """Open psql on the database (the embedded server's own psql when it is in use)."""
+    command = db.psql_command(args or [])
+    os.execvpe(command.argv[0], command.argv, command.env)
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server (commands start it again when they need it)."""
+    typer.echo(db.stop_embedded())
 
 
 @db_app.command("upgrade")
@@ -85,7 +104,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
     db.ensure_schema()
     with db.session_factory()() as session:
-        rows = queue.status_counts(session)
+        rows = with_selection(session, queue.status_counts(session))
         spent = usage(session)
         made_with = recorded(session)
     if as_json:
@@ -94,12 +113,38 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     if not rows:
         typer.echo("no rows yet")
     else:
-        typer.echo(f"{'table':<16} {'stage':<11} {'status':<8} {'rows':>8}")
+        typer.echo(f"{'table':<16} {'stage':<11} {'status':<12} {'rows':>8}")
     for row in rows:
         table, stage, state, count = row["table_name"], row["stage"], row["status"], row["rows"]
-        typer.echo(f"{table:<16} {stage:<11} {state:<8} {count:>8}")
+        typer.echo(f"{table:<16} {stage:<11} {state:<12} {count:>8}")
     typer.echo(f"toolchain: {summary(made_with) if made_with else 'none yet'}")
     typer.echo(spent.line())
+
+
+def with_selection(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The theorems that step 3 considered and did not select shown as `not selected` (done
+    with `select`, they would read as selected)."""
+    from app.db.models import Theorem
+
+    unselected = session.execute(
+        sa.select(sa.func.count()).where(
+            Theorem.stage == Stage.select, Theorem.status == Status.done, ~Theorem.selected
+        )
+    ).scalar_one()
+    shown = []
+    for row in rows:
+        is_select = (row["table_name"], row["stage"], row["status"]) == (
+            "theorems",
+            "select",
+            "done",
+        )
+        if is_select and unselected:
+            if row["rows"] > unselected:
+                shown.append(row | {"rows": row["rows"] - unselected})
+            shown.append(row | {"status": "not selected", "rows": unselected})
+        else:
+            shown.append(row)
+    return shown
 
 
 @app.command()
@@ -185,7 +230,9 @@ def verify(
         typer.echo(f"  {failure.name} (example {failure.index}): {failure.reason}")
     if report.failures:
         where = checker.report_path(source)
-        raise RocqcotError(f"{len(report.failures)} examples do not re-check (see {where})")
+        count = len(report.failures)
+        verb = "does" if count == 1 else "do"
+        raise RocqcotError(f"{plural(count, 'example')} {verb} not re-check (see {where})")
 
 
 @app.command()
@@ -198,8 +245,13 @@ def run(
     ] = None,
     prefix: Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")] = None,
     jobs: Annotated[int | None, typer.Option(help="parallel Rocq processes [cores]")] = None,
-    k_have: Annotated[int, typer.Option(min=0, help="theorems to pick with haves")] = 50,
-    k_wo_have: Annotated[int, typer.Option(min=0, help="theorems to pick without haves")] = 50,
+    k_have: Annotated[
+        int | None,
+        typer.Option(min=0, help="theorems to pick with haves [1 in 80 of the library's, 10-500]"),
+    ] = None,
+    k_wo_have: Annotated[
+        int | None, typer.Option(min=0, help="theorems to pick without haves [as --k-have]")
+    ] = None,
     base_url: Annotated[
         str | None, typer.Option(help="an OpenAI-compatible endpoint [ROCQCOT_LLM_BASE_URL]")
     ] = None,
@@ -215,9 +267,9 @@ def run(
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
     toolchain = use_rocq(rocq_bin)
-    typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
+    typer.echo(f"database: {db.libpq_url(hide_password=True)}")
     typer.echo(f"toolchain: {toolchain.summary()}")
-    library = library_arguments(full, source, prefix, toolchain.default_library())
+    library = library_arguments(full, source, prefix)
     options = RunOptions(library, jobs or os.cpu_count() or 1, k_have, k_wo_have, base_url, model)
     left: list[str] = []
     with StepProgress(progress) as bars:
@@ -231,7 +283,12 @@ def run(
         info = write_export(session, 10, "chat", dataset)
     status(as_json=False)
     report_failures()
-    typer.echo(f"dataset: {info.entries} examples of {info.theorems} theorems in {dataset}")
+    typer.echo(
+        f"dataset: {plural(info.entries, 'example')} of {plural(info.theorems or 0, 'theorem')} "
+        f"in {dataset}"
+    )
+    if info.left_out:
+        typer.echo(f"left out by the identifier check: {info.left_out}")
     verify(source=dataset, jobs=options.jobs, again=False)
     if left:
         raise RocqcotError("; ".join(left))
@@ -269,8 +326,9 @@ class RunOptions:
     library: dict[str, Any]
     """Step 0's arguments: source, name, prefix."""
     jobs: int
-    k_have: int
-    k_wo_have: int
+    k_have: int | None
+    """None: sized from the library (step 3)."""
+    k_wo_have: int | None
     base_url: str | None
     model: str | None
 
@@ -279,7 +337,7 @@ def pipeline(options: RunOptions, out: Path) -> list[tuple[int, Callable[[], Non
     """Each step's command with the main job's arguments, in order."""
     llm = {"base_url": options.base_url, "model": options.model}
     arguments: dict[int, dict[str, Any]] = {
-        0: {**options.library, "output": None, "jobs": options.jobs},
+        0: {**options.library, "output": None, "jobs": options.jobs, "full": False},
         2: {"max_workers": options.jobs},
         3: {"k_have": options.k_have, "k_wo_have": options.k_wo_have},
         4: {"max_workers": options.jobs},
@@ -299,18 +357,14 @@ def pipeline(options: RunOptions, out: Path) -> list[tuple[int, Callable[[], Non
     return calls
 
 
-def library_arguments(
-    full: bool, source: Path | None, prefix: str | None, mathcomp: Path
-) -> dict[str, Any]:
-    """Step 0's library: the toolchain's MathComp's ssreflect part, all of it, or `--input`."""
+def library_arguments(full: bool, source: Path | None, prefix: str | None) -> dict[str, Any]:
+    """Step 0's library: `--input`, or step 0's default (MathComp's ssreflect part, all of
+    MathComp with `--full`)."""
+    from app.steps.step_0 import default_library
+
     if source is not None:
         return {"source": source, "name": source.name, "prefix": prefix or source.name}
-    if not mathcomp.is_dir():
-        raise RocqcotError(f"no MathComp in {mathcomp}: install it, or give --input")
-    if full:
-        return {"source": mathcomp, "name": "mathcomp", "prefix": "mathcomp"}
-    ssreflect = mathcomp / "ssreflect"
-    return {"source": ssreflect, "name": "mathcomp-ssreflect", "prefix": "mathcomp.ssreflect"}
+    return default_library(full)
 
 
 def report_failures(shown: int = 3) -> None:
@@ -347,109 +401,6 @@ def _failures(session: Session, model: type, shown: int) -> list[str]:
         if per_stage[stage] <= shown:
             lines.append(f"  {table.name} {stage}: {count} x {text[:160]}")
     return lines
-
-
-class StepProgress:
-    """Progress bars for `rocqcot run`: while a step runs, a thread counts every second the
-    rows its stages finished since it started and the rows still ready for them. The step's
-    own lines and log records are printed above the bars (written straight to the terminal,
-    they would break the display)."""
-
-    def __init__(self, enabled: bool) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeElapsedColumn as Elapsed
-
-        columns = (TextColumn("{task.description:<22}"), BarColumn(30), MofNCompleteColumn())
-        self.enabled = enabled
-        self.bars = Progress(
-            *columns, Elapsed(), console=Console(file=sys.stdout), disable=not enabled,
-            redirect_stdout=False, redirect_stderr=False,
-        )  # fmt: skip
-        self._stop = threading.Event()
-        self._logs = _ConsoleLog(self.bars.console)
-        self._handlers: list[logging.Handler] = []
-
-    def __enter__(self) -> StepProgress:
-        self.bars.start()
-        if self.enabled:
-            root = logging.getLogger()
-            self._handlers, root.handlers = root.handlers, [self._logs]
-            self._logs.setFormatter(self._handlers[0].formatter if self._handlers else None)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.bars.stop()
-        if self.enabled:
-            logging.getLogger().handlers = self._handlers
-
-    @contextlib.contextmanager
-    def step(self, number: int) -> Iterator[None]:
-        """Show step `number`'s bar while the block runs."""
-        stages = " + ".join(stage.value for stage, step in STEP_OF.items() if step == number)
-        task = self.bars.add_task(f"step {number:>2} {stages}", total=None)
-        with db.session_factory()() as session:
-            since = session.execute(sa.select(sa.func.now())).scalar_one()
-        self._stop.clear()
-        poller = threading.Thread(target=self._poll, args=(task, number, since), daemon=True)
-        poller.start()
-        output = io.StringIO()
-        try:
-            with contextlib.redirect_stdout(output) if self.enabled else contextlib.nullcontext():
-                yield
-        finally:
-            self._stop.set()
-            poller.join()
-            self._update(task, number, since)
-            if output.getvalue():
-                self.bars.console.print(output.getvalue().rstrip("\n"), markup=False,
-                                        highlight=False)  # fmt: skip
-
-    def _poll(self, task: Any, number: int, since: Any) -> None:
-        while not self._stop.wait(1.0):
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self._update(task, number, since)
-
-    def _update(self, task: Any, number: int, since: Any) -> None:
-        finished, remaining = step_counts(number, since)
-        self.bars.update(task, completed=finished, total=finished + remaining)
-
-
-class _ConsoleLog(logging.Handler):
-    """Log records printed above the progress bars."""
-
-    def __init__(self, console: Any) -> None:
-        super().__init__()
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.console.print(self.format(record), markup=False, highlight=False)
-
-
-def step_counts(number: int, since: Any) -> tuple[int, int]:
-    """Rows step `number` finished (done or failed) since `since`, and rows still ready for
-    it or running."""
-    from app.stages import stage_spec
-
-    finished = remaining = 0
-    with db.session_factory()() as session:
-        for stage in (stage for stage, step in STEP_OF.items() if step == number):
-            spec = stage_spec(stage.value)
-            table = spec.model.__table__
-            count = sa.select(sa.func.count()).select_from(table)
-            finished += session.execute(
-                count.where(
-                    table.c.stage == stage,
-                    table.c.status.in_([Status.done, Status.failed]),
-                    table.c.updated_at >= since,
-                )
-            ).scalar_one()
-            waiting = sa.or_(
-                queue.ready_rows(spec),
-                sa.and_(table.c.stage == stage, table.c.status == Status.running),
-            )
-            remaining += session.execute(count.where(waiting), {"worker_name": ""}).scalar_one()
-    return finished, remaining
 
 
 def _add_step_command(step: StepInfo) -> None:

@@ -55,6 +55,21 @@ def _render_list(goals: Sequence[Goal]) -> str:
     return "\n\n".join(f"Goal {i}:\n{goal.pretty}" for i, goal in enumerate(goals, 1))
 
 
+def goal_list(text: str) -> list[str]:
+    """The goals of a `render`ed text, one string each, as the original's `goals` lists them
+    (none when the proof is finished; the unfocused goals when the focused subproof is)."""
+    if text.strip() in ("", NO_GOALS):
+        return []
+    text = text.removeprefix(f"{UNFOCUSED}\n\n")
+    if not text.startswith("Goal 1:\n"):
+        return [text]
+    goals, rest, number = [], text.removeprefix("Goal 1:\n"), 2
+    while (cut := rest.find(f"\n\nGoal {number}:\n")) >= 0:
+        goals.append(rest[:cut])
+        rest, number = rest[cut + len(f"\n\nGoal {number}:\n") :], number + 1
+    return [*goals, rest]
+
+
 def goal_diff(before: Sequence[Goal], after: Sequence[Goal]) -> str:
     """What a chain changed, from the goals left before it to the goals left after it; empty
     when nothing changed."""

@@ -39,6 +39,10 @@ class StageSpec:
     """Writes the result (upserts: writing twice gives the same rows)."""
     ready_filter: Callable[[], ColumnElement[bool]] | None = None
     """An extra condition on ready rows (e.g. only selected theorems)."""
+    also_ready: Callable[[], ColumnElement[bool]] | None = None
+    """Rows ready besides those done with `input_stage` (still under `ready_filter`): e.g. a
+    selected theorem step 2 redid after its source changed, which step 3 does not select
+    again."""
     order_by: Callable[[], list[Any]] = field(default=lambda: [])
     """Claim order (e.g. by file, so one Rocq session walks a file); the row id breaks ties."""
     batch_size: int = 1

@@ -5,6 +5,8 @@ For each theorem of an export file (any format), a Rocq session starts where its
 `Qed.`) and runs the example's `<script>` blocks as written and its `<have>` blocks, in order.
 An export file may come from anywhere: a script block runs only if each of its sentences is a
 tactic, a bullet or a brace (`app.rocq.tactics`); any other sentence is the example's failure.
+Every example must also pass the identifier check (`app.identifiers`): each name its code
+blocks use is introduced by its prompt, an earlier block or the library.
 A have block shows the have without its proof (that is the sub-theorem's own CoT), so Rocq runs
 the chain of the proof it shows: the have with its proof. Every example must replay without
 error, and a theorem's longest example (the one that ends its CoT) must leave no goal. The
@@ -35,6 +37,9 @@ from app.cot import CODE_KINDS, Block, CotError, same_code, shown_code
 from app.db.models import Library, SourceFile, Theorem
 from app.dictionary import sentence_index
 from app.exports.examples import TrainingExample, read_examples
+from app.exports.records import library_names
+from app.identifiers import unintroduced
+from app.plural import plural
 from app.rocq.positions import Position
 from app.rocq.session import LoadPath, RocqSession, RocqSessionError, State
 from app.rocq.tactics import NotATactic, tactic_sentences
@@ -78,8 +83,9 @@ class Report:
 
     def line(self) -> str:
         return (
-            f"verify: {self.examples} examples of {self.theorems} theorems replayed in Rocq in "
-            f"{self.seconds:.1f} s: {len(self.failures)} failures"
+            f"verify: {plural(self.examples, 'example')} of {plural(self.theorems, 'theorem')} "
+            f"checked and replayed in Rocq in {self.seconds:.1f} s: "
+            f"{plural(len(self.failures), 'failure')}"
         )
 
 
@@ -243,10 +249,24 @@ def _verify_file(work: list[tuple[ProofStart, list[TrainingExample]]]) -> list[F
     return failures
 
 
+def identifier_failures(db_session: Session, examples: list[TrainingExample]) -> list[Failure]:
+    """The examples whose code uses a name nothing before it introduces."""
+    library = library_names(db_session, {example.name for example in examples})
+    failures = []
+    for example in examples:
+        blocks = [marked.block for marked in example.blocks]
+        trained = [not marked.ignore for marked in example.blocks]
+        found = unintroduced(example.initial_goal, blocks, library.get(example.name, ()), trained)
+        if found:
+            failures.append(Failure(example.name, example.index, found[0].reason()))
+    return failures
+
+
 def verify_examples(
     db_session: Session, examples: list[TrainingExample], jobs: int = 1
 ) -> list[Failure]:
-    """Replay every example (`jobs` Rocq sessions, one file each at a time)."""
+    """Check every example's names, and replay it (`jobs` Rocq sessions, one file each at a
+    time)."""
     groups: dict[str, list[TrainingExample]] = collections.defaultdict(list)
     for example in examples:
         groups[example.name].append(example)
@@ -257,6 +277,7 @@ def verify_examples(
         if name not in starts
         for e in groups[name]
     ]
+    failures += identifier_failures(db_session, examples)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for found in pool.map(_verify_file, _by_file(starts, groups)):
             failures += found

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +16,7 @@ from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Have, ProofStep, Theorem
 from app.db.reprocess import reprocess
 from app.errors import RocqcotError, UnknownTheorem
+from app.plural import plural
 from app.steps import probe
 from tests.rows import add_file
 
@@ -173,3 +176,59 @@ def test_reprocess_refuses_file_level_stages_and_unknown_names(migrated: str) ->
         reprocess(session, "lib.a.foo", Stage.build)
     with db.session_factory().begin() as session, pytest.raises(UnknownTheorem):
         reprocess(session, "lib.a.bar", Stage.haves)
+
+
+def test_status_says_which_theorems_are_not_selected(
+    migrated: str, subprocess_env: dict[str, str]
+) -> None:
+    with db.session_factory().begin() as session:
+        file_id = add_file(session)
+        for index in range(3):
+            session.add(Theorem(fqn=f"lib.a.t{index}", file_id=file_id, kind="Lemma",
+                                statement="s", proof="p", stage=Stage.select, status=Status.done,
+                                selected=index == 0))  # fmt: skip
+    rows = json.loads(rocqcot(subprocess_env, "status", "--json").stdout)
+    counts = {(r["table_name"], r["stage"], r["status"]): r["rows"] for r in rows}
+    assert counts[("theorems", "select", "not selected")] == 2
+    assert counts[("theorems", "select", "done")] == 1
+    assert "not selected" in rocqcot(subprocess_env, "status").stdout
+
+
+def test_the_embedded_server_is_reachable_with_psql_and_stops(tmp_path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"ROCQCOT_HOME": str(home), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    url = rocqcot(env, "db", "url")
+    assert url.returncode == 0, url.stderr
+    assert (
+        url.stdout.startswith("postgresql://postgres@/rocqcot?host=")
+        and "+psycopg" not in url.stdout
+    )
+    psql = rocqcot(env, "db", "psql", "--", "-At", "-c", "SELECT 6 * 7")
+    assert psql.returncode == 0 and psql.stdout.strip() == "42", psql.stderr
+    stopped = rocqcot(env, "db", "stop")
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped the embedded server")
+    again = rocqcot(env, "db", "stop")
+    assert "is not running" in again.stdout
+    assert rocqcot(env, "status").returncode == 0  # a command starts it again
+    assert rocqcot(env, "db", "stop").stdout.startswith("stopped")
+
+
+def test_db_stop_refuses_a_server_it_does_not_run(subprocess_env: dict[str, str]) -> None:
+    assert "DATABASE_URL is set" in one_line_error(rocqcot(subprocess_env, "db", "stop"))
+
+
+def test_step_0_and_run_take_the_same_library_by_default() -> None:
+    from app.cli import library_arguments
+    from app.steps.step_0 import default_library
+
+    assert library_arguments(False, None, None) == default_library(False)
+    assert default_library(False)["prefix"] == "mathcomp.ssreflect"
+    assert default_library(True)["source"] == default_library(False)["source"].parent
+
+
+def test_counts_are_plural_only_when_not_one() -> None:
+    assert [plural(n, "example") for n in (0, 1, 2)] == ["0 examples", "1 example", "2 examples"]
+    assert (
+        plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+    )

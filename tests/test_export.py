@@ -14,11 +14,12 @@ from app.db import engine as db
 from app.errors import RocqcotError
 from app.exports import write_export
 from app.exports.card import card_path
-from app.exports.chat import SYSTEM_PROMPT, render, to_chat
+from app.exports.chat import render, to_chat
 from app.exports.examples import read_examples
+from app.results import filtered_blocks
+from app.split import split_compress
 from app.steps import step_9, step_10
-from app.steps.step_9 import filtered_blocks
-from app.steps.step_10 import split_compress
+from tests import original_readers
 from tests.rows import add_file
 from tests.test_step_9_10 import GOAL, TOP_K, add_cot, cot_data
 
@@ -47,12 +48,19 @@ def test_seed_formats_are_the_original_scripts(split: Path) -> None:
     assert [cot["name"] for cot in cots] == ["lib.a.bar", "lib.a.foo"]  # library order
     assert set(cots[0]) == {"name", "blocks", "initial_goal"} and cots[0]["initial_goal"] == GOAL
     expected = [block.to_json() for block in filtered_blocks(cot_data(), TOP_K)]
+    for block in expected:
+        if "target" in block:
+            fqn = block["target"]
+            block["target"] = {"name": fqn.rpartition(".")[2], "force_result": False, "fqn": fqn}
     assert cots[0]["blocks"] == expected
+    assert original_readers.read_examples(cots, split=False) == 2 * len(expected)
 
     assert export(10, "seed", split / "step_10.json").entries == 12
     examples = json.loads((split / "step_10.json").read_text())
     assert all(set(block) >= {"kind", "content", "ignore"} for block in examples[0]["blocks"])
     assert [e["name"] for e in examples] == ["lib.a.bar"] * 6 + ["lib.a.foo"] * 6
+    assert original_readers.read_examples(examples, split=True) > 12
+    original_readers.no_nulls(examples)
 
 
 def test_jsonl_has_one_example_per_line(split: Path) -> None:
@@ -70,7 +78,9 @@ def test_chat_lines_mark_what_a_trainer_masks(split: Path) -> None:
     last = lines[5]
     roles = [message["role"] for message in last["messages"]]
     assert roles == ["system", "user", "assistant"]
-    assert last["messages"][0]["content"] == SYSTEM_PROMPT
+    system = last["messages"][0]["content"]
+    assert system.startswith("You are a Rocq prover working with the library lib (logical path")
+    assert "without SSReflect" in system and "MathComp" not in system
     assert last["messages"][1]["content"] == GOAL
     assistant = last["messages"][2]["content"]
     assert assistant.endswith("<script>\nby rewrite addnC h.\n</script>\n")
@@ -113,7 +123,8 @@ def test_the_chat_dataset_loads_with_hugging_face_datasets(split: Path) -> None:
     assert loaded.num_rows == 12
     assert loaded[0]["messages"][2]["role"] == "assistant"
     assert loaded[5]["ignore_spans"][0][0] == 0
-    assert to_chat(read_examples(split / "train.jsonl")[0]) == loaded[0]
+    system = loaded[0]["messages"][0]["content"]
+    assert to_chat(read_examples(split / "train.jsonl")[0], system) == loaded[0]
 
 
 def test_a_card_goes_next_to_every_export(split: Path) -> None:
@@ -122,7 +133,11 @@ def test_a_card_goes_next_to_every_export(split: Path) -> None:
     assert card_path(split / "train.jsonl").name == "train_card.md"
     facts = yaml.safe_load(card.split("---")[1])
     export_facts = {"step": 10, "format": "chat", "file": "train.jsonl", "entries": 12}
-    assert facts["export"] == export_facts | {"theorems": 2, "writers": {"offline": 12}}
+    assert facts["export"] == export_facts | {
+        "theorems": 2,
+        "writers": {"offline": 12},
+        "left_out": {},
+    }
     assert facts["cots"]["by_writer"] == {"offline": {"kept": 2}}
     assert facts["libraries"][0]["name"] == "lib" and facts["versions"]["rocqcot"]
     assert "12 entries" in card and info.theorems == 2
@@ -144,5 +159,5 @@ def test_bad_format_or_step_is_a_clear_error(split: Path) -> None:
         export(1, "chat", split / "x.jsonl")
     with pytest.raises(RocqcotError, match="unknown format 'csv'"):
         export(9, "csv", split / "x.csv")
-    with pytest.raises(RocqcotError, match=r"no export for step 5 \(exports exist for steps 1,"):
-        export(5, "seed", split / "x.json")
+    with pytest.raises(RocqcotError, match=r"no export for step 11 \(exports exist for steps 1,"):
+        export(11, "seed", split / "x.json")

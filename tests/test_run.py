@@ -15,15 +15,19 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from app.cot import Block
 from app.db import engine as db
 from app.db.models import Cot, Theorem
 from app.exports.examples import TrainingExample
-from app.steps.step_10 import Marked
+from app.exports.turns import user_turn
+from app.split import Marked
+from tests import original_readers
 from tests.conftest import _clear_engine_caches
 from tests.test_step_4 import make_demo
 
@@ -146,7 +150,7 @@ def test_verify_replays_haves_with_their_proofs(connected: Workspace) -> None:
     path = example_file(connected, "haves.jsonl", cots)
     result = connected.rocqcot("verify", "--input", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "5 examples of 5 theorems replayed in Rocq" in result.stdout
+    assert "5 examples of 5 theorems checked and replayed in Rocq" in result.stdout
     assert " 0 failures" in result.stdout
 
 
@@ -171,9 +175,20 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
     ]
     path = example_file(connected, "bad.jsonl", examples)
     result = connected.rocqcot("verify", "--input", str(path))
-    assert result.returncode == 1 and "5 examples do not re-check" in result.stderr
+    assert result.returncode == 1 and "7 examples do not re-check" in result.stderr
     report = json.loads(path.with_name("bad_verify.json").read_text())
-    reasons = {f["name"].rpartition(".")[2]: f["reason"] for f in report["failures"]}
+    unintroduced = {
+        f["name"].rpartition(".")[2]: f["reason"]
+        for f in report["failures"]
+        if f["reason"].endswith("which nothing before it introduces")
+    }
+    assert set(unintroduced) == {"anon", "branchy"}  # the identifier check, before any replay
+    assert "`nosuchlemma`" in unintroduced["anon"] and "uses `e`" in unintroduced["branchy"]
+    reasons = {
+        f["name"].rpartition(".")[2]: f["reason"]
+        for f in report["failures"]
+        if f["reason"] not in unintroduced.values()
+    }
     assert set(reasons) == {"anon", "dk_pos", "branchy", "split_me", "no_such"}
     assert reasons["anon"].startswith("code block 1 `rewrite nosuchlemma.`: ")
     assert reasons["dk_pos"] == "goals remain after the last code block"
@@ -239,13 +254,23 @@ def test_a_killed_run_finishes_with_the_same_dataset(
 
 
 @pytest.mark.slow
-def test_the_default_run_on_mathcomp_ssreflect(new_workspace) -> None:
+def test_the_default_run_on_mathcomp_ssreflect(
+    new_workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default run: every example passes the identifier check and replays, and every
+    step's seed export loads in the original formats' readers."""
     place = new_workspace()
     started = time.monotonic()
     result = place.rocqcot("run", "--no-progress")
     print(result.stdout, f"\n{time.monotonic() - started:.0f} s")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert " 0 failures" in result.stdout
+    assert " 0 failures" in result.stdout and "left out" not in result.stdout
+    card = yaml.safe_load(
+        (place.root / DATASET).with_name("train_card.md").read_text().split("---")[1]
+    )
+    assert card["export"]["left_out"] == {}
+    monkeypatch.chdir(place.root)
+    check_seed_exports(place)
     import datasets  # a test requirement (pyproject's `test` extra): missing, the test fails
 
     loaded = datasets.load_dataset(
@@ -284,3 +309,161 @@ def test_a_killed_default_run_finishes_with_the_same_dataset(new_workspace) -> N
     assert final.returncode == 0, final.stdout + final.stderr
     assert " 0 failures" in final.stdout
     assert (place.root / DATASET).read_bytes() == (reference.root / DATASET).read_bytes()
+
+
+# --- The datasets researchers train on (issue #16) ---------------------------------------------
+
+PLAIN_V = """Section Lists.
+Variable A : Type.
+Hypothesis dec : forall x y : A, {x = y} + {x <> y}.
+
+Fixpoint count (a : A) (l : list A) : nat :=
+  match l with
+  | nil => 0
+  | cons x rest => if dec a x then S (count a rest) else count a rest
+  end.
+
+Lemma count_nil (a : A) : count a nil = 0.
+Proof. simpl. reflexivity. Qed.
+
+Lemma count_same (a : A) (l : list A) : count a (cons a l) = S (count a l).
+Proof.
+simpl.
+destruct (dec a a) as [e|n].
+- reflexivity.
+- exfalso. apply n. reflexivity.
+Qed.
+
+Lemma count_other (a b : A) (l : list A) : a <> b -> count a (cons b l) = count a l.
+Proof.
+intros d.
+simpl.
+destruct (dec a b) as [e|n].
+- contradiction.
+- reflexivity.
+Qed.
+End Lists.
+"""
+
+
+def chat_lines(place: Workspace) -> list[dict]:
+    return [json.loads(line) for line in (place.root / DATASET).read_text().splitlines()]
+
+
+def test_the_user_turn_is_the_whole_proof_state_and_the_system_the_library(
+    connected: Workspace,
+) -> None:
+    done = connected
+    lines = chat_lines(done)
+    with db.session_factory()() as session:
+        evaluations = dict(session.execute(sa.select(Theorem.fqn, Theorem.evaluation)).all())
+    for line in lines:
+        assert line["messages"][1]["content"] == user_turn(evaluations[line["name"]])
+    shown = user_turn(evaluations["demo.proofs.dk_pos"])
+    assert "k : nat" in shown and "k_pos : 0 < k" in shown and "kk := k + k : nat" in shown
+    assert (
+        shown.endswith("0 < dk")
+        and "k_pos" not in evaluations["demo.proofs.dk_pos"]["initial_goal"]
+    )
+    system = lines[0]["messages"][0]["content"]
+    assert "the library demo (logical path demo), in SSReflect style" in system
+    assert "Rocq 8." in system and "MathComp" not in system
+    card = (done.root / DATASET).with_name("train_card.md").read_text()
+    assert "\n".join(f"> {line}" for line in system.splitlines()) in card
+    assert "in SSReflect style, built with Rocq 8." in card
+
+
+def check_seed_exports(place: Workspace) -> dict[int, Any]:
+    """Export every step as seed (in the current folder) and read each export as the original
+    scripts did."""
+    data = {}
+    for step in range(1, 11):
+        out = Path("seed") / f"step_{step}.json"
+        exported = place.rocqcot("export", "--step", str(step), "--out", str(out.resolve()))
+        assert exported.returncode == 0, exported.stderr
+        data[step] = json.loads(out.read_text())
+        assert data[step], f"step {step} exported nothing"
+        original_readers.no_nulls(data[step], f"step {step}")
+    assert len(original_readers.read_theorems(data[1])) == len(data[1]) > len(data[3])
+    assert original_readers.read_theorems(data[2]) and original_readers.read_theorems(data[3])
+    original_readers.read_errors(json.loads(Path("seed/step_2_errors.json").read_text()))
+    assert original_readers.read_evaluations(data[4]) > 0
+    assert {e["initial_goal_with_gvars"] for e in data[4].values()} != {
+        e["initial_goal"] for e in data[4].values()
+    }
+    cots = original_readers.read_explained(data[5])
+    assert len(cots) == len(data[5]) and original_readers.read_explained(data[6])
+    assert original_readers.read_searched(data[7], 10) > 0
+    assert original_readers.read_chosen(data[8], 10) > 0
+    assert original_readers.read_examples(data[9], split=False) > 0
+    assert original_readers.read_examples(data[10], split=True) > 0
+    written = json.loads(Path("seed/step_6_new_docstring.json").read_text())
+    assert all(entry["docstring"] and entry["fqn"] == fqn for fqn, entry in written.items())
+    return data
+
+
+def test_every_seed_export_loads_in_readers_of_the_original_formats(
+    done: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(done.root)  # filepath_prefix is relative to where the export ran
+    data = check_seed_exports(done)
+    assert all(path.startswith("demo/") for path in (e["filepath"] for e in data[1].values()))
+
+
+def test_reprocessing_with_nothing_changed_gives_the_same_dataset(
+    done: Workspace, library: Path
+) -> None:
+    before = (done.root / DATASET).read_bytes()
+    for fqn, stage in (("demo.proofs.dk_pos", "evaluate"), ("demo.proofs.anon", "haves")):
+        reset = done.rocqcot("reprocess", fqn, "--from", stage)
+        assert reset.returncode == 0, reset.stderr
+    again = done.run(library)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "evaluated 2 now" in again.stdout and " 0 failures" in again.stdout
+    assert (done.root / DATASET).read_bytes() == before
+
+
+def test_an_edited_selected_proof_is_redone_and_stays_in_the_dataset(
+    new_workspace, tmp_path: Path
+) -> None:
+    library = make_demo(tmp_path / "edited")
+    place = new_workspace()
+    first = place.run(library)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = chat_lines(place)
+    names = {line["name"] for line in before}
+    edited = "demo.proofs.bullets"  # and demo.proofs.anon_have_1, after it, only moves
+    assert edited in names and "demo.proofs.anon_have_1" in names
+    proofs = library / "proofs.v"
+    text = proofs.read_text()
+    old = "Proof.\nsplit.\n- by [].\n"
+    assert old in text
+    proofs.write_text(text.replace(old, "Proof.\nsplit.\nidtac.\n- by [].\n"))
+    second = place.run(library)
+    assert second.returncode == 0, second.stdout + second.stderr
+    after = chat_lines(place)
+    assert {line["name"] for line in after} == names
+    redone = [line for line in after if line["name"].startswith(edited)]
+    assert any("<script>\nidtac.\n</script>" in line["messages"][2]["content"] for line in redone)
+    unchanged = [line for line in before if not line["name"].startswith(edited)]
+    assert unchanged == [line for line in after if not line["name"].startswith(edited)]
+    assert " 0 failures" in second.stdout
+
+
+def test_a_library_without_any_have_runs_with_the_defaults(new_workspace, tmp_path) -> None:
+    library = tmp_path / "plain"
+    library.mkdir()
+    (library / "lists.v").write_text(PLAIN_V)
+    place = new_workspace()
+    result = place.rocqcot("run", "--input", str(library), "--no-progress")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pool with_have has 0 candidates (with 2 to 14 tactics), fewer than --k-have 10" in (
+        result.stdout
+    )
+    assert " 0 failures" in result.stdout
+    lines = chat_lines(place)
+    assert {line["name"] for line in lines} >= {"plain.lists.count_same", "plain.lists.count_other"}
+    system = lines[0]["messages"][0]["content"]
+    assert "without SSReflect" in system
+    same = next(line for line in lines if line["name"] == "plain.lists.count_same")
+    assert "dec : forall x y : A" in same["messages"][1]["content"]

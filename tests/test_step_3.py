@@ -17,7 +17,6 @@ from rank_bm25 import BM25Okapi
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Have, Job, Theorem
-from app.errors import RocqcotError
 from app.selection import Similarity, bm25, diverse_selection, first_pick, tokenize
 from app.steps import step_3
 from tests.rows import add_file
@@ -272,15 +271,32 @@ def test_only_top_level_theorems_done_with_step_2_are_considered(migrated: str) 
     assert job().result["waiting"] == 2
 
 
-def test_too_few_candidates_name_the_pool_its_size_and_the_filters(corpus) -> None:
-    with pytest.raises(RocqcotError) as error:
-        select(k_have=7, min_tactics=3, max_tactics=5)
-    message = str(error.value)
-    assert "pool with_have has 6 candidates, fewer than --k-have 7" in message
-    assert "with 3 to 5 tactics (--min-tactics 3 --max-tactics 5)" in message
-    assert job().status == Status.failed
-    with pytest.raises(RocqcotError, match="pool without_have has 0 candidates"):
-        select(k_have=0, min_tactics=4)
+def test_a_pool_with_fewer_candidates_than_k_gives_all_of_them(
+    corpus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    select(k_have=7, min_tactics=3, max_tactics=5)
+    out = capsys.readouterr().out
+    assert "6 of 6 with_have" in out
+    assert (
+        "step 3: pool with_have has 6 candidates (with 3 to 5 tactics), fewer than --k-have 7: "
+        "all of them are selected" in out
+    )
+    assert job().status == Status.done and len(chosen("with_have")) == 6
+    assert job().result["with_have"]["wanted"] == 7
+    select(k_have=0, min_tactics=4)
+    out = capsys.readouterr().out
+    assert "pool without_have has 0 candidates" in out and "--k-wo-have 4" in out
+    assert chosen("with_have") == [] and chosen("without_have") == []
+
+
+def test_without_k_the_selection_is_sized_from_the_library(corpus, migrated) -> None:
+    with db.session_factory()() as session:
+        theorems = session.execute(
+            sa.select(sa.func.count()).select_from(Theorem).where(Theorem.parent_id.is_(None))
+        ).scalar_one()
+        assert theorems < 10 * step_3.SIZE_SHARE and step_3.library_size_k(session) == 10
+    step_3.command(min_tactics=2, max_tactics=14, seed=0, reset=False)
+    assert (job().params["k_have"], job().params["k_wo_have"]) == (10, 10)
 
 
 def rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -306,8 +322,8 @@ def test_step_3_command_and_export(corpus, subprocess_env, tmp_path: Path) -> No
         assert entry["statement"] == statements[i]
         assert entry["proof"] == (f"tagged {i}" if i in with_have else "Proof. by []. Qed.")
 
-    failed = rocqcot(subprocess_env, "step", "3", "--k-have", "9")
-    assert failed.returncode == 1
-    line = failed.stderr.strip().splitlines()[-1]  # after the worker's log of the failure
-    assert line.startswith("rocqcot: error: step 3 failed: ")
-    assert "pool with_have has 6 candidates, fewer than --k-have 9" in line
+    short = rocqcot(subprocess_env, "step", "3", "--k-have", "9")
+    assert short.returncode == 0, short.stderr
+    assert "pool with_have has 6 candidates (with 2 to 14 tactics), fewer than --k-have 9" in (
+        short.stdout
+    )

@@ -23,6 +23,7 @@ from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import LoadPath, RocqSession, State
 from app.rocq.toolchain import current
 from app.steps import step_4
+from tests import original_readers
 from tests.test_steps_0_1 import rocqcot
 
 OPEN, CLOSE = "(*<have>*) ", " (*</have>*)"
@@ -480,15 +481,22 @@ def check_export(out: Path) -> None:
         "goal_diff",
     }
     assert "demo.proofs.nested_have_1_have_1" in seed and "demo.base.doubleE" not in seed
+    gvars = {variable["pp"] for variable in entry["global_variables"]}
+    assert {"Variable k : nat.", "Variable k_pos : 0 < k.", "Let kk : nat := k + k."} <= gvars
+    assert "kk := k + k : nat" in entry["initial_goal_with_gvars"]
+    assert "k_pos" not in entry["initial_goal"]
+    assert entry["evaluation"][-1]["goals"] == [] and entry["evaluation"][0]["goals"]
+    assert original_readers.read_evaluations(seed) > 0
+    original_readers.no_nulls(seed)
     dictionary = json.loads(out.with_name("result_dictionary.json").read_text())
     assert any(o["keys"] == ["demo.base.double"] for o in dictionary["objects"])
 
 
 def rocqcot_export(out: Path) -> Path:
-    from app.exports.seed_steps import export
+    from app.exports import write_export
 
     with db.session_factory()() as session:
-        assert export(session, 4, out) > 0
+        assert write_export(session, 4, "seed", out).entries > 0
     return out
 
 

@@ -19,9 +19,9 @@ from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, LibraryObject, ProofStep, SearchBlock, Theorem
 from app.db.reprocess import reprocess
 from app.dictionary import ORDER_STRIDE
+from app.results import FINISHED, CotData, SearchRow, Verdict, filtered_blocks, judge, load_cots
+from app.split import Marked, split_compress
 from app.steps import step_9, step_10
-from app.steps.step_9 import FINISHED, CotData, SearchRow, filtered_blocks, judge
-from app.steps.step_10 import Marked, split_compress
 from tests.rows import add_file
 
 GOAL = "n : nat\n============================\nn + 0 + 0 = n"
@@ -98,7 +98,7 @@ def test_a_kept_cot_gets_a_result_after_every_action() -> None:
     assert blocks[5].content == f"Remaining goals:\n{AFTER_REWRITE}"
     assert blocks[11].content == f"The have is proved.\nRemaining goals:\n{AFTER_HAVE}"
     assert blocks[-1].content == FINISHED
-    assert judge(cot_data(), TOP_K) == step_9.Verdict(1, True, None)
+    assert judge(cot_data(), TOP_K) == Verdict(1, True, None)
 
 
 @pytest.mark.parametrize(
@@ -314,7 +314,7 @@ def test_step_10_stores_the_examples_of_kept_cots_once(
 ) -> None:
     step_9.command(top_k=TOP_K, out_dir=tmp_path)
     step_10.command()
-    assert "1 CoTs split now, 0 failed; 6 examples from 1 CoTs in all" in capsys.readouterr().out
+    assert "1 CoT split now, 0 failed; 6 examples from 1 CoT in all" in capsys.readouterr().out
     examples = stored_examples(cots["good"])
     expected = split_compress(filtered_blocks(cot_data(), TOP_K))
     assert examples == [[m.to_json() for m in example] for example in expected]
@@ -326,7 +326,7 @@ def test_step_10_stores_the_examples_of_kept_cots_once(
     with db.session_factory().begin() as session:
         reprocess(session, "lib.a.foo", Stage.split)
     step_10.command()
-    assert "1 CoTs split now" in capsys.readouterr().out
+    assert "1 CoT split now" in capsys.readouterr().out
     assert stored_examples(cots["good"]) == examples
 
 
@@ -363,7 +363,7 @@ def test_forced_targets_are_read_from_the_dictionary(
     step_9.command(top_k=TOP_K, out_dir=tmp_path)
     assert verdicts()[cots["missed"]][2] is True
     with db.session_factory()() as session:
-        (loaded,) = step_9.load_cots(session, Cot.id == cots["missed"])
+        (loaded,) = load_cots(session, Cot.id == cots["missed"])
     assert loaded.searches[2].forced
     assert filtered_blocks(loaded, TOP_K)[13].content.startswith("1. Lemma addnC")
 

@@ -145,7 +145,11 @@ def test_steps_0_and_1_extract_every_theorem(built_slice, subprocess_env) -> Non
     assert rocqcot(subprocess_env, "export", "--step", "1", "--out", str(out)).returncode == 0
     seed = json.loads(out.read_text())
     entry = seed["mathcomp.extra.addn_two"]
-    assert entry["filepath"] == "extra.v" and entry["position"] == {"line": 1, "character": 0}
+    # The copy's folder, then the file; the prefix relative, as the original's (the export ran
+    # in this process's folder).
+    assert entry["filepath"] == "out/extra.v" and entry["position"] == {"line": 1, "character": 0}
+    assert not Path(entry["filepath_prefix"]).is_absolute()
+    assert Path(entry["filepath_prefix"], entry["filepath"]).resolve() == output / "extra.v"
     assert entry["proof"] == "Proof. by rewrite addn2. Qed."
 
 

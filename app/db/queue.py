@@ -38,6 +38,8 @@ def ready_rows(spec: StageSpec) -> sa.ColumnElement[bool]:
     )
     if spec.input_stage is not None:
         waiting = sa.or_(sa.and_(t.c.stage == spec.input_stage, t.c.status == Status.done), waiting)
+    if spec.also_ready is not None:
+        waiting = sa.or_(waiting, spec.also_ready())
     if spec.ready_filter is not None:
         waiting = sa.and_(waiting, spec.ready_filter())
     return waiting

@@ -7,19 +7,18 @@ run to the next on the same database (no date), so a rerun exports the same byte
 
 from __future__ import annotations
 
-import collections
 import importlib.metadata
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
-from app.db.models import Cot, Library, LibraryObject, Theorem
-from app.db.toolchain import recorded
+from app.exports import records
+from app.exports.turns import system_prompt
+from app.plural import plural
 from app.rocq.toolchain import summary
 
 
@@ -35,6 +34,8 @@ class ExportInfo:
     """Examples per CoT writer (steps 9 and 10)."""
     theorems: int | None = None
     """Theorems (and have sub-theorems) with examples (steps 9 and 10)."""
+    left_out: dict[str, int] | None = None
+    """Examples left out by the identifier check, by the name they use (steps 9 and 10)."""
 
 
 def card_path(out: Path) -> Path:
@@ -52,56 +53,36 @@ def facts(session: Session, info: ExportInfo) -> dict[str, Any]:
             "entries": info.entries,
         },
         "libraries": _libraries(session),
-        "toolchain": recorded(session),
+        "toolchain": records.toolchain(session),
         "versions": {
             "rocqcot": importlib.metadata.version("rocqcot"),
             "python": platform.python_version(),
         },
     }
     if info.writers is not None:
-        data["export"] |= {"theorems": info.theorems, "writers": info.writers}
-        data["cots"] = _cots(session)
-        data["docstrings_written"] = _docstrings(session)
+        data["export"] |= {"theorems": info.theorems, "writers": info.writers,
+                           "left_out": info.left_out or {}}  # fmt: skip
+        data["cots"] = records.cot_counts(session)
+        data["docstrings_written"] = records.docstring_counts(session)
     return data
 
 
 def _libraries(session: Session) -> list[dict[str, Any]]:
-    rows = session.execute(sa.select(Library).order_by(Library.name)).scalars()
     return [
         {
             "name": library.name,
             "logical_prefix": library.logical_prefix,
             "source": library.input_path,
+            "ssreflect": library.ssreflect,
             "rocq": library.rocq_version,
+            "version": library.version,
             "extractor": library.extractor_version,
             "embedding_model": (library.settings.get("best_query") or {}).get("model"),
             "top_k": (library.settings.get("best_query") or {}).get("top_k"),
+            "system_prompt": system_prompt(library),
         }
-        for library in rows
+        for library in records.libraries(session)
     ]
-
-
-def _cots(session: Session) -> dict[str, Any]:
-    """CoTs written, kept and not, by writer."""
-    rows = session.execute(
-        sa.select(Cot.writer, Cot.valid, sa.func.count()).group_by(Cot.writer, Cot.valid)
-    )
-    by_writer: dict[str, dict[str, int]] = collections.defaultdict(dict)
-    for writer, valid, count in rows:
-        state = {True: "kept", False: "invalid", None: "not judged"}[valid]
-        by_writer[writer][state] = count
-    theorems = session.execute(sa.select(sa.func.count()).select_from(Theorem)).scalar_one()
-    return {"theorems_in_database": theorems, "by_writer": dict(sorted(by_writer.items()))}
-
-
-def _docstrings(session: Session) -> dict[str, int]:
-    """Docstrings step 6 wrote, by source (`llm` or `offline`)."""
-    rows = session.execute(
-        sa.select(LibraryObject.docstring_source, sa.func.count())
-        .where(LibraryObject.force_result)
-        .group_by(LibraryObject.docstring_source)
-    )
-    return {source or "unknown": count for source, count in rows}
 
 
 def write_card(session: Session, info: ExportInfo) -> Path:
@@ -114,12 +95,13 @@ def write_card(session: Session, info: ExportInfo) -> Path:
         "",
         f"# rocqcot export: step {info.step}, {info.format}",
         "",
-        f"`{info.path.name}` holds {info.entries} entries.",
+        f"`{info.path.name}` holds {plural(info.entries, 'entry', 'entries')}.",
     ]
     if info.writers is not None:
         writers = ", ".join(f"{count} by {writer}" for writer, count in info.writers.items())
         lines += [
-            f"They are training examples from {info.theorems} theorems ({writers or 'none'}).",
+            f"They are training examples from {plural(info.theorems or 0, 'theorem')} "
+            f"({writers or 'none'}).",
             "Every goal and result in them comes from Rocq or the retrieval engine; "
             "`rocqcot verify` replays their scripts in Rocq.",
         ]
@@ -131,11 +113,25 @@ def write_card(session: Session, info: ExportInfo) -> Path:
         )
     if data["toolchain"]:
         lines.append(f"Made with {summary(data['toolchain'])}.")
-    for library in data["libraries"]:
+    if info.left_out:
         lines.append(
-            f"Library {library['name']} ({library['logical_prefix']}), Rocq "
-            f"{library['rocq']}, embeddings {library['embedding_model']}."
+            f"{plural(sum(info.left_out.values()), 'example')} left out: a script uses a name "
+            "that neither the prompt, nor an earlier block, nor the library introduces "
+            "(`export.left_out`)."
         )
+    for library in data["libraries"]:
+        version = f" {library['version']}" if library["version"] else ""
+        style = "in SSReflect style" if library["ssreflect"] else "without SSReflect"
+        lines += [
+            "",
+            f"## Library {library['name']}{version}",
+            "",
+            f"Logical path {library['logical_prefix']}, {style}, built with Rocq "
+            f"{library['rocq'] or '(unknown version)'}; embeddings {library['embedding_model']}. "
+            "The system prompt of its examples:",
+            "",
+            *(f"> {line}" for line in library["system_prompt"].splitlines()),
+        ]
     path = card_path(info.path)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

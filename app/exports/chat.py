@@ -1,7 +1,9 @@
 """The `chat` format: one example per line as `{"messages": [system, user, assistant]}`.
 
-The user turn is the theorem's initial goal; the assistant turn is the example's blocks, each
-written `<kind>\\ncontent\\n</kind>\\n` as the original training code wrote them.
+The system turn is written from the library (`turns.system_prompt`); the user turn is the
+whole proof state when the proof starts (`turns.user_turn`); the assistant turn is the
+example's blocks, each written `<kind>\\ncontent\\n</kind>\\n` as the original training code
+wrote them.
 `ignore_spans` lists the character ranges `[start, end)` of the assistant turn that a trainer
 masks (results and blocks an earlier example trained on). Hugging Face `datasets` loads the file
 with `load_dataset("json", data_files=...)`; TRL's `SFTTrainer` takes `messages` as a
@@ -15,19 +17,8 @@ from typing import Any
 
 from app.cot import Block
 from app.exports.examples import TrainingExample
-from app.steps.step_10 import Marked
+from app.split import Marked
 
-SYSTEM_PROMPT = (
-    "You are a Rocq (Coq) prover working with the MathComp library in SSReflect style. "
-    "Prove the goal the user gives by writing blocks, one after the other:\n"
-    "<think>...</think> to reason about the goal;\n"
-    "<search>...</search> to describe a library fact you need (the search engine answers with "
-    "the library's closest facts);\n"
-    "<script>...</script> to run tactics;\n"
-    "<have>...</have> to state an intermediate fact, proved on its own.\n"
-    "After each search, script and have, the environment answers in a <result> block: the "
-    "search results, or the goals left by Rocq. The proof is complete when no goal remains."
-)
 _BLOCK = re.compile(r"<(think|search|script|have|result)>\n(.*?)\n</\1>\n", re.DOTALL)
 
 
@@ -47,12 +38,12 @@ def render(blocks: tuple[Marked, ...]) -> tuple[str, list[list[int]]]:
     return text, spans
 
 
-def to_chat(example: TrainingExample) -> dict[str, Any]:
-    """One line of the chat format."""
+def to_chat(example: TrainingExample, system: str) -> dict[str, Any]:
+    """One line of the chat format, with the system prompt of the example's library."""
     assistant, spans = render(example.blocks)
     return {
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system},
             {"role": "user", "content": example.initial_goal},
             {"role": "assistant", "content": assistant},
         ],

@@ -29,6 +29,7 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app import config
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
 from app.errors import RocqcotError
@@ -398,13 +399,39 @@ def register_library(
     return True
 
 
+def default_library(full: bool) -> dict[str, Any]:
+    """The library step 0 and `rocqcot run` take without `--input`: the toolchain's MathComp's
+    ssreflect part (a few minutes end to end), or all of it with `--full`."""
+    mathcomp = current_toolchain().default_library()
+    if not mathcomp.is_dir():
+        raise RocqcotError(f"no MathComp in {mathcomp}: install it, or give --input")
+    if full:
+        return {"source": mathcomp, "name": "mathcomp", "prefix": "mathcomp"}
+    part = mathcomp / "ssreflect"
+    return {"source": part, "name": "mathcomp-ssreflect", "prefix": "mathcomp.ssreflect"}
+
+
+def default_output(name: str, prefix: str) -> Path:
+    """Where the copy goes: `$ROCQCOT_HOME/steps/step_0/NAME/` then the folders of its logical
+    prefix (`mathcomp/ssreflect`), so that a file's path under `NAME` is its logical path, as
+    the original's `filepath` (`mathcomp/ssreflect/ssrfun.v`)."""
+    return config.rocqcot_home() / "steps" / "step_0" / name / Path(*prefix.split("."))
+
+
 def command(
     source: Annotated[
         Path | None,
-        typer.Option("--input", help="the library's source tree [the toolchain's MathComp]"),
+        typer.Option(
+            "--input",
+            help="the library's source tree [the toolchain's MathComp's ssreflect part, as `run`]",
+        ),
     ] = None,
+    full: Annotated[
+        bool, typer.Option(help="without --input: all of MathComp, not its ssreflect part")
+    ] = False,
     output: Annotated[
-        Path | None, typer.Option(help="where the copy goes [export/output/steps/step_0/NAME]")
+        Path | None,
+        typer.Option(help="where the copy goes [$ROCQCOT_HOME/steps/step_0/NAME/PREFIX/]"),
     ] = None,
     name: Annotated[str | None, typer.Option(help="the library's name [its folder's]")] = None,
     prefix: Annotated[
@@ -417,17 +444,24 @@ def command(
     from app.db.engine import ensure_schema, session_factory
     from workers.runner import run_workers
 
-    toolchain = use_rocq(rocq_bin)
-    source = (source or toolchain.default_library()).resolve()
+    use_rocq(rocq_bin)
+    if source is None:
+        library = default_library(full)
+        source, name, prefix = (
+            library["source"],
+            name or library["name"],
+            prefix or library["prefix"],
+        )
+    source = source.resolve()
     if not source.is_dir():
         raise RocqcotError(f"--input {source} is not a folder")
     if next(source.rglob("*.v"), None) is None:
         raise RocqcotError(f"--input {source} holds no .v file: there is no library to build")
-    name = name or source.name
-    output = (output or Path("export/output/steps/step_0") / name).resolve()
+    name, prefix = name or source.name, prefix or source.name
+    output = (output or default_output(name, prefix)).resolve()
     ensure_schema()
     with session_factory().begin() as session:
-        queued = register_library(session, source, output, name, prefix or source.name, jobs)
+        queued = register_library(session, source, output, name, prefix, jobs)
     stats = run_workers([SPEC])
     with session_factory()() as session:
         summary = file_summary(session, name)

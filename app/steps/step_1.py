@@ -165,8 +165,9 @@ def run(item: FileInput) -> tuple[FileInput, Extraction]:
 
 
 def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -> None:
-    """Upsert the file's theorems; a theorem whose text moved or changed is extracted anew
-    and what was derived from it is dropped; theorems gone from the file are deleted."""
+    """Upsert the file's theorems; a theorem whose text changed is extracted anew and what was
+    derived from it is dropped, one that only moved keeps it; theorems gone from the file are
+    deleted."""
     item, extraction = result
     upsert_theorems(session, item, extraction.theorems)
     kept = [t.fqn for t in extraction.theorems]
@@ -183,9 +184,16 @@ def store(session: Session, row_id: int, result: tuple[FileInput, Extraction]) -
     )
 
 
+POSITION = ("line", "character", "byte_start", "byte_end", "source_hash")
+"""Where a theorem is: an edit elsewhere in its file moves it without changing it."""
+TEXT = ("statement", "proof", "file_id", "kind", "extractor_version")
+"""What a theorem is: when one changes, it is extracted anew and what was derived is dropped."""
+
+
 def upsert_theorems(session: Session, item: FileInput, theorems: list[ExtractedTheorem]) -> None:
-    """One statement for the file's theorems; those new or changed are returned, and the rows
-    derived from a changed theorem are dropped."""
+    """One statement for the file's theorems: those new or changed are written at `extract`
+    (a changed one keeps its name and selection, and loses what was derived from its old
+    text); those that only moved get their new position, and so do their have sub-theorems."""
     if not theorems:
         return
     common = {
@@ -198,9 +206,9 @@ def upsert_theorems(session: Session, item: FileInput, theorems: list[ExtractedT
         "error": None,
     }
     rows = [vars(theorem) | common for theorem in theorems]
+    _move(session, rows)
     statement = insert(Theorem).values(rows)
-    compared = ("statement", "proof", "line", "character", "file_id", "kind", "extractor_version")
-    changed = sa.or_(*(Theorem.__table__.c[c] != statement.excluded[c] for c in compared))
+    changed = sa.or_(*(Theorem.__table__.c[c] != statement.excluded[c] for c in TEXT))
     written = session.execute(
         statement.on_conflict_do_update(
             index_elements=["fqn"],
@@ -211,6 +219,33 @@ def upsert_theorems(session: Session, item: FileInput, theorems: list[ExtractedT
     for theorem_id, was_update in written:
         if was_update:
             clear_derived(session, theorem_id, Stage.haves)
+
+
+_MOVE = (
+    sa.update(Theorem.__table__)
+    .where(
+        Theorem.fqn == sa.bindparam("key"),
+        sa.or_(*(Theorem.__table__.c[c].is_distinct_from(sa.bindparam(f"new_{c}")) for c in
+                 POSITION)),
+    )
+    .values({c: sa.bindparam(f"new_{c}") for c in POSITION})
+)  # fmt: skip
+_MOVE_CHILDREN = sa.text(
+    "UPDATE theorems AS child SET byte_start = parent.byte_start, byte_end = parent.byte_end, "
+    "source_hash = parent.source_hash FROM theorems AS parent "
+    "WHERE child.parent_id = parent.id AND parent.file_id = :file_id AND "
+    "(child.byte_start, child.byte_end, child.source_hash) IS DISTINCT FROM "
+    "(parent.byte_start, parent.byte_end, parent.source_hash)"
+)
+
+
+def _move(session: Session, rows: list[dict[str, Any]]) -> None:
+    """New positions for the theorems already there, then for their have sub-theorems (which
+    stand at their theorem's place), nested ones included."""
+    session.execute(_MOVE, [{"key": r["fqn"]} | {f"new_{c}": r[c] for c in POSITION} for r in rows])
+    file_id = rows[0]["file_id"]
+    while session.execute(_MOVE_CHILDREN, {"file_id": file_id}).rowcount:
+        pass
 
 
 SPEC = register(

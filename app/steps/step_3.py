@@ -31,15 +31,12 @@ from app import jobs
 from app.db.enums import Stage, Status
 from app.db.models import Have, Job, Theorem
 from app.errors import RocqcotError
+from app.plural import plural
 from app.stages import register
 
 JOB_NAME = "select"
 SELECTOR_VERSION = "select-1"
 WITH_HAVE, WITHOUT_HAVE = "with_have", "without_have"
-
-
-class TooFewCandidates(RocqcotError):
-    """A pool has fewer candidates than the theorems asked of it."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +82,15 @@ class PoolResult:
     """Ids of the chosen theorems, in the order they were chosen."""
     nearest: tuple[float, ...]
     """Each chosen theorem's highest similarity to another chosen one."""
+    wanted: int
+    """The k asked of the pool (more than its members: all of them are chosen)."""
 
     def summary(self) -> dict[str, Any]:
         """Sizes and the nearest-neighbour similarity inside the selection."""
         spread = len(self.nearest) > 1
         return {
             "candidates": len(self.members),
+            "wanted": self.wanted,
             "selected": len(self.chosen),
             "nn_sim_mean": round(statistics.fmean(self.nearest), 4) if spread else None,
             "nn_sim_max": round(max(self.nearest), 4) if spread else None,
@@ -119,7 +119,7 @@ def run(item: SelectInput) -> SelectResult:
 
 
 def select_pool(item: SelectInput, pool: str, k: int) -> PoolResult:
-    """The k most diverse members of a pool, or a clear error when it has fewer than k."""
+    """The k most diverse members of a pool; all of them when it has k or fewer."""
     from app.selection import diverse_selection  # numpy and scipy: not for every CLI start
 
     params = item.params
@@ -130,29 +130,15 @@ def select_pool(item: SelectInput, pool: str, k: int) -> PoolResult:
         and c.tactics is not None
         and params.min_tactics <= c.tactics <= params.max_tactics
     ]
-    if len(members) < k:
-        raise TooFewCandidates(_too_few(item, pool, len(members), k))
-    selection = diverse_selection([c.statement for c in members], k, params.seed, pool)
+    selection = diverse_selection([c.statement for c in members], min(k, len(members)), params.seed,
+                                  pool)  # fmt: skip
     return PoolResult(
         pool,
         tuple(c.id for c in members),
         tuple(members[i].id for i in selection.order),
         selection.nearest,
+        k,
     )
-
-
-def _too_few(item: SelectInput, pool: str, size: int, k: int) -> str:
-    params = item.params
-    flag, which = ("--k-have", "with") if pool == WITH_HAVE else ("--k-wo-have", "without")
-    message = (
-        f"pool {pool} has {size} candidates, fewer than {flag} {k}: top-level theorems done "
-        f"with step 2, {which} a tagged have, with {params.min_tactics} to "
-        f"{params.max_tactics} tactics (--min-tactics {params.min_tactics} "
-        f"--max-tactics {params.max_tactics})"
-    )
-    if item.waiting:
-        message += f"; {item.waiting} theorems are not done with step 2"
-    return message
 
 
 def done_with_step_2() -> sa.ColumnElement[bool]:
@@ -245,36 +231,66 @@ def queue_job(session: Session, params: SelectParams, reset: bool) -> bool:
     return True
 
 
+SIZE_SHARE = 80
+"""Sized from the library, each pool asks for one theorem in `SIZE_SHARE` of the library's
+(50 for MathComp's ssreflect part), between `SIZE_BOUNDS`."""
+SIZE_BOUNDS = (10, 500)
+
+
+def library_size_k(session: Session) -> int:
+    """The k of each pool when none is given: one theorem in 80 of the library's top-level
+    theorems, at least 10 and at most 500 (the original's default)."""
+    theorems = session.execute(
+        sa.select(sa.func.count()).select_from(Theorem).where(Theorem.parent_id.is_(None))
+    ).scalar_one()
+    low, high = SIZE_BOUNDS
+    return max(low, min(high, round(theorems / SIZE_SHARE)))
+
+
 def command(
-    k_have: Annotated[int, typer.Option(min=0, help="theorems to pick with haves")] = 500,
-    k_wo_have: Annotated[int, typer.Option(min=0, help="theorems to pick without haves")] = 500,
+    k_have: Annotated[
+        int | None,
+        typer.Option(min=0, help="theorems to pick with haves [1 in 80 of the library's, 10-500]"),
+    ] = None,
+    k_wo_have: Annotated[
+        int | None, typer.Option(min=0, help="theorems to pick without haves [as --k-have]")
+    ] = None,
     min_tactics: Annotated[int, typer.Option(min=0, help="fewest tactics of a candidate")] = 2,
     max_tactics: Annotated[int, typer.Option(min=0, help="most tactics of a candidate")] = 14,
     seed: Annotated[int, typer.Option(help="picks the first theorem of each pool")] = 0,
     reset: Annotated[bool, typer.Option("--reset", help="select again anyway")] = False,
 ) -> None:
-    """Select diverse theorems with and without haves (BM25, greedy max-min)."""
+    """Select diverse theorems with and without haves (BM25, greedy max-min); a pool with
+    fewer candidates than asked gives all of them."""
     from app.db.engine import ensure_schema, session_factory
     from workers.runner import run_workers
 
     if min_tactics > max_tactics:
         raise RocqcotError(f"--min-tactics {min_tactics} exceeds --max-tactics {max_tactics}")
-    params = SelectParams(k_have, k_wo_have, min_tactics, max_tactics, seed)
     ensure_schema()
     with session_factory().begin() as session:
+        sized = library_size_k(session) if k_have is None or k_wo_have is None else 0
+        params = SelectParams(
+            sized if k_have is None else k_have,
+            sized if k_wo_have is None else k_wo_have,
+            min_tactics,
+            max_tactics,
+            seed,
+        )
         queued = queue_job(session, params, reset)
     run_workers([SPEC])
     with session_factory()() as session:
         job = session.execute(sa.select(Job).where(Job.name == JOB_NAME)).scalar_one()
     if job.status != Status.done:
         raise RocqcotError(f"step 3 {job.status}: {job.error or 'see rocqcot status'}")
-    typer.echo(summary_line(job.result or {}, queued))
+    typer.echo(summary_line(job.result or {}, queued, params))
 
 
-def summary_line(summary: dict[str, Any], queued: bool) -> str:
-    """One line: what was selected from how many, and how alike the selection is."""
-    pools = []
-    for name in (WITH_HAVE, WITHOUT_HAVE):
+def summary_line(summary: dict[str, Any], queued: bool, params: SelectParams) -> str:
+    """What was selected from how many, how alike the selection is, and a pool that had fewer
+    candidates than asked (all of them taken)."""
+    pools, short = [], []
+    for name, flag in ((WITH_HAVE, "--k-have"), (WITHOUT_HAVE, "--k-wo-have")):
         pool = summary[name]
         alike = (
             f" (nearest-neighbour similarity mean {pool['nn_sim_mean']}, max {pool['nn_sim_max']})"
@@ -282,9 +298,16 @@ def summary_line(summary: dict[str, Any], queued: bool) -> str:
             else ""
         )
         pools.append(f"{pool['selected']} of {pool['candidates']} {name}{alike}")
+        if pool.get("wanted", 0) > pool["candidates"]:
+            short.append(
+                f"pool {name} has {plural(pool['candidates'], 'candidate')} (with "
+                f"{params.min_tactics} to {params.max_tactics} tactics), fewer than {flag} "
+                f"{pool['wanted']}: all of them are selected"
+            )
     state = "selected" if queued else "unchanged (same parameters; --reset selects again):"
     waiting = f"; {summary['waiting']} theorems not done with step 2" if summary["waiting"] else ""
-    return f"step 3: {state} {', '.join(pools)}{waiting}"
+    lines = [f"step 3: {state} {', '.join(pools)}{waiting}", *(f"step 3: {s}" for s in short)]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

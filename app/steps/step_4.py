@@ -451,10 +451,17 @@ def _where(fqn: str, number: int, chains: tuple[Chain, ...]) -> str:
     return f"{fqn}: chain {number + 1} of {len(chains)} `{text}`"
 
 
+STEP_6_SOURCES = frozenset({"llm", "offline"})
+"""Docstrings step 6 wrote: not the dictionary's, so not recorded here (the same inputs give
+the same evaluation, whether step 6 ran before it or not)."""
+
+
 def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The dictionary's word on an object, for the data."""
+    """The dictionary's word on an object, for the data (without step 6's docstrings)."""
     if entry is None:
         return None
+    if entry.get("docstring_source") in STEP_6_SOURCES:
+        return {"docstring": None, "docstring_source": None, "fullname": entry["fullname"]}
     return {k: entry[k] for k in ("docstring", "docstring_source", "fullname")}
 
 
@@ -541,6 +548,12 @@ def ready() -> sa.ColumnElement[bool]:
     )
 
 
+def redone() -> sa.ColumnElement[bool]:
+    """Selected theorems that step 2 redid after their source changed: they stay selected,
+    and are evaluated again without waiting for a new selection."""
+    return sa.and_(Theorem.stage == Stage.haves, Theorem.status == Status.done, Theorem.selected)
+
+
 def _file_order() -> list[Any]:
     order = sa.select(SourceFile.dependency_order).where(SourceFile.id == Theorem.file_id)
     return [order.scalar_subquery(), Theorem.byte_start]
@@ -555,6 +568,7 @@ SPEC = register(
         run=run,
         store=store,
         ready_filter=ready,
+        also_ready=redone,
         order_by=_file_order,
         batch_size=16,
         lease_seconds=600.0,
