@@ -166,7 +166,8 @@ def gist(kind: str, name: str, statement: str) -> Gist:
     body = statement_body(statement or "")
     parts = premises(body) if kind in ("thm", "prf", "ax") else [body]
     said = " ".join(topics)
-    notions = tuple(n for n in notation_words(parts[-1] if kind != "not" else short) if n not in said)
+    read = notation_words(parts[-1] if kind != "not" else short)
+    notions = tuple(n for n in read if n not in said)
     return Gist(kind, topics, shape(parts[-1], kind), notions, len(parts) - 1)
 
 

@@ -122,7 +122,8 @@ WORDS = {
 }
 
 NOTATIONS = (
-    ("<->", "equivalence"), ("->", ""), ("<-", ""), (":=", ""), ("%[mod", "congruence modulo"), ("%|", "divides"), ("%%", "remainder"),
+    ("<->", "equivalence"), ("->", ""), ("<-", ""), (":=", ""),
+    ("%[mod", "congruence modulo"), ("%|", "divides"), ("%%", "remainder"),
     ("%/", "quotient"), (":|:", "union"), (":&:", "intersection"), (":\\:", "difference"),
     ("~:", "complement"), ("\\subset", "inclusion"), ("\\proper", "strict inclusion"),
     ("\\in", "membership"), ("\\notin", "not a member"), ("\\sum", "sum over a range"),
@@ -131,7 +132,8 @@ NOTATIONS = (
     ("\\max", "maximum over a range"), ("#|", "cardinality"), ("++", "concatenation"),
     ("::", "cons"), ("`!", "factorial"), (".+1", "successor"), (".-1", "predecessor"),
     (".*2", "double"), ("./2", "half"), ("==>", "implication"),
-    ("&&", "and"), ("||", "or"), ("~~", "not"), ("!=", "different"), ("==", "equal"),
+    ("&&", "conjunction"), ("||", "disjunction"), ("~~", "negation"), ("!=", "different"),
+    ("==", "equal"),
     ("<=", "at most"), (">=", "at least"), ("^", "power"), ("[seq", "sequence comprehension"),
     ("[set", "set comprehension"), ("[pred", "predicate"), ("[tuple", "tuple"),
     ("[ffun", "finite function"), ("reflect", "reflects"), ("exists", "there exists"),

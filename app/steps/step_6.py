@@ -6,8 +6,9 @@ docstrings, so a target without one could never be found. The LLM answers a JSON
 `{"docstring": …}` (the request's `response_format` carries the schema): plain language, no
 symbols, never the object's name, self-contained. Invalid JSON, or a docstring that names the
 object, is asked again, then the entry fails with the answer kept in `llm_calls`. Offline, the
-docstring is built from the statement. Either way it is stored with its source (`llm` or
-`offline`) and `force_result` set, so step 9 treats these entries like the original's did.
+docstring is the describer's (`app.describe`): what the name and statement say. Either way it
+is stored with its source (`llm` or `offline`) and `force_result` set, so step 9 treats these
+entries like the original's did.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from app import llm
-from app.cot import normalized, offline_docstring
+from app.cot import normalized
 from app.db.enums import Stage
 from app.db.models import Cot, LibraryObject
+from app.describe import description
 from app.stages import StageSpec, register
 
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
@@ -128,9 +130,10 @@ def parse_docstring(text: str, name: str) -> str:
 
 
 def offline_writer(item: ObjectInput) -> DocstringResult:
-    """A docstring from the statement (or the defining sentence), without the name."""
-    statement = item.type or item.fullname or item.name
-    return DocstringResult(offline_docstring(item.kind, item.name, statement), "offline")
+    """The offline describer's description: from the name and the statement (the defining
+    sentence, else the printed type), never naming the object."""
+    statement = item.fullname or item.type or ""
+    return DocstringResult(description(item.kind, item.name, statement), "offline")
 
 
 @dataclass(frozen=True)

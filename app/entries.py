@@ -1,0 +1,136 @@
+"""What a dictionary entry says, as the retrieval engine reads it.
+
+Every entry is searchable, docstring or not: its text is built from everything known about
+it: its name, split and glossed by the naming conventions; its docstring, or else the offline
+describer's description; its statement with its notations; the header documentation of the
+definitions its statement mentions (`size s == the number of items in s` for a lemma about
+`size`). Two texts, for two rankings:
+
+- `dense_text`, embedded by the model: short, because encoding time grows with length
+  (MiniLM reads 256 word pieces at most) and every entry of the library is embedded;
+- `lexical_text`, indexed by BM25: everything, synonyms of the glosses included, since a
+  term that is not there cannot match.
+
+`lexical_tokens` cuts both the entries' and the queries' texts into BM25 terms.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.describe import SYNONYMS, description, gist, statement_body
+from app.naming import name_parts, split_identifier
+
+DENSE_STATEMENT_CHARS = 200
+DENSE_DOC_CHARS = 300
+MENTION_CHARS = 120
+MENTIONS = 2
+OFFLINE = "offline"
+# fmt: off
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "has", "have", "if", "in",
+    "into", "is", "it", "its", "of", "on", "or", "that", "the", "their", "then", "there",
+    "these", "this", "those", "to", "what", "when", "where", "which", "with", "does", "do",
+    "how", "i", "can", "get", "about", "lemma", "fact", "theorem", "s", "x", "y", "n", "m",
+})
+# fmt: on
+_IDENTIFIER = re.compile(r"[A-Za-z_][\w']*")
+_TERM = re.compile(r"[A-Za-z_][\w']*|\d+|\\[A-Za-z]+|[^\w\s()\[\]{},;.]+")
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """A dictionary entry as its texts are built from."""
+
+    id: int
+    fqn: str
+    kind: str
+    name: str
+    fullname: str | None
+    docstring: str | None
+    docstring_source: str | None
+
+    @property
+    def short_name(self) -> str:
+        return self.name.rsplit(".", 1)[-1]
+
+    @property
+    def written_docstring(self) -> str | None:
+        """A docstring that says more than the describer would (not one it wrote)."""
+        return self.docstring if self.docstring and self.docstring_source != OFFLINE else None
+
+
+def header_docs(entries: Iterable[EntryFacts]) -> dict[str, str]:
+    """Short name → the first line of its header documentation, for the definitions that
+    have one (`size` → `size s == the number of items in s`)."""
+    found: dict[str, str] = {}
+    for entry in entries:
+        if entry.docstring_source == "header" and entry.docstring and entry.kind != "not":
+            found.setdefault(entry.short_name, entry.docstring.split("\n")[0][:MENTION_CHARS])
+    return found
+
+
+def mentions(entry: EntryFacts, headers: dict[str, str]) -> list[str]:
+    """The header docs of the definitions the entry's statement names (not itself)."""
+    names = dict.fromkeys(_IDENTIFIER.findall(statement_body(entry.fullname or "")))
+    return [headers[n] for n in names if n in headers and n != entry.short_name][:MENTIONS]
+
+
+def gloss(entry: EntryFacts) -> str:
+    """The name split and glossed: `addnA: addition of natural numbers, associativity`."""
+    if entry.kind == "not":
+        return entry.name
+    return f"{entry.short_name}: {'; '.join(p.words for p in name_parts(entry.short_name))}"
+
+
+def dense_text(entry: EntryFacts, headers: dict[str, str]) -> str:
+    """The embedded text: gloss, docstring (else the description), statement, mentions."""
+    about = entry.written_docstring or description(entry.kind, entry.name, entry.fullname or "")
+    lines = [
+        gloss(entry),
+        " ".join(about.split())[:DENSE_DOC_CHARS],
+        statement_body(entry.fullname or "")[:DENSE_STATEMENT_CHARS],
+        *mentions(entry, headers),
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def lexical_text(entry: EntryFacts, headers: dict[str, str]) -> str:
+    """The text BM25 indexes: the dense text's parts uncut, the description too, and the
+    synonyms of every notion the name and statement name."""
+    g = gist(entry.kind, entry.name, entry.fullname or "")
+    synonyms = [other for phrase in (*g.topics, *g.notions) for other in SYNONYMS.get(phrase, ())]
+    parts = [
+        gloss(entry),
+        entry.written_docstring or "",
+        description(entry.kind, entry.name, entry.fullname or ""),
+        statement_body(entry.fullname or ""),
+        *mentions(entry, headers),
+        *synonyms,
+    ]
+    return "\n".join(part for part in parts if part)
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """BM25 terms: identifiers whole and split into words, numbers, notation symbols; words
+    lowercased, stopwords out, plurals folded (`remainders` is `remainder`)."""
+    tokens: list[str] = []
+    for term in _TERM.findall(text):
+        if _IDENTIFIER.fullmatch(term):
+            words = split_identifier(term)
+            if len(words) > 1:
+                tokens.append(term.lower())
+            tokens += [_singular(w) for w in words if w not in STOPWORDS]
+        elif not term.isdigit() or len(term) < 3:
+            tokens.append(term)
+    return tokens
+
+
+def _singular(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
