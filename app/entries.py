@@ -36,6 +36,7 @@ STOPWORDS = frozenset({
     "how", "i", "can", "get", "about", "lemma", "fact", "theorem", "s", "x", "y", "n", "m",
 })
 # fmt: on
+_PUNCTUATION = frozenset({":", ":=", "|", "'", "=>", "@", "&", "_"})
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w']*")
 _TERM = re.compile(r"[A-Za-z_][\w']*|\d+|\\[A-Za-z]+|[^\w\s()\[\]{},;.]+")
 
@@ -101,7 +102,8 @@ def lexical_text(entry: EntryFacts, headers: dict[str, str]) -> str:
     """The text BM25 indexes: the dense text's parts uncut, the description too, and the
     synonyms of every notion the name and statement name."""
     g = gist(entry.kind, entry.name, entry.fullname or "")
-    synonyms = [other for phrase in (*g.topics, *g.notions) for other in SYNONYMS.get(phrase, ())]
+    said = " ".join((*g.topics, *g.notions))
+    synonyms = [other for known, others in SYNONYMS.items() if known in said for other in others]
     parts = [
         gloss(entry),
         entry.written_docstring or "",
@@ -123,7 +125,7 @@ def lexical_tokens(text: str) -> list[str]:
             if len(words) > 1:
                 tokens.append(term.lower())
             tokens += [_singular(w) for w in words if w not in STOPWORDS]
-        elif not term.isdigit() or len(term) < 3:
+        elif term not in _PUNCTUATION and (not term.isdigit() or len(term) < 3):
             tokens.append(term)
     return tokens
 
