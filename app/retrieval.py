@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -140,6 +141,35 @@ def retriever(settings: EmbeddingSettings, mode: str = "hybrid") -> Retriever:
     from app.db.engine import engine
 
     return Retriever(embedder(settings), engine(), mode)
+
+
+def answers(
+    queries: Sequence[str], top_k: int, settings: EmbeddingSettings, mode: str = "hybrid"
+) -> list[dict[str, Any]]:
+    """`rocqcot search`: each query's first k entries of the whole dictionary (the engine the
+    dataset's results come from), as JSON: the query, then rank, fqn, kind, statement,
+    docstring and score of each hit."""
+    found = retriever(settings, mode)
+    if found.sync().entries == 0:
+        raise RetrievalError("the dictionary is empty: run steps 0 and 4 first")
+    lookups = found.lookup(queries, top_k, None, None)
+    return [
+        {
+            "query": query,
+            "hits": [
+                {
+                    "rank": rank,
+                    "fqn": hit.entry.fqn,
+                    "kind": hit.entry.kind,
+                    "statement": hit.entry.fullname,
+                    "docstring": hit.entry.docstring,
+                    "score": round(hit.score, 6),
+                }
+                for rank, hit in enumerate(lookup.hits, 1)
+            ],
+        }
+        for query, lookup in zip(queries, lookups, strict=True)
+    ]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@ the bundled all-MiniLM-L6-v2 (loaded once per test run)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -405,3 +408,35 @@ def test_a_search_sees_a_docstring_written_after_its_index_was_loaded(
     retriever.sync()
     monkeypatch.setattr(search_index, "RECHECK_SECONDS", 0.0)
     assert _names(retriever.search(query, 1, theorem)) == ["no_doc"]
+
+
+def _rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_rocqcot_search_answers_a_query_and_a_file_of_queries(
+    small_library: SmallLibrary, subprocess_env: dict[str, str], tmp_path
+) -> None:
+    one = _rocqcot(subprocess_env, "search", "reversing a list twice", "--k", "3", "--json")
+    assert one.returncode == 0, one.stderr
+    answer = json.loads(one.stdout)
+    assert answer["query"] == "reversing a list twice" and len(answer["hits"]) == 3
+    first = answer["hits"][0]
+    assert (first["rank"], first["fqn"], first["kind"]) == (1, "lib.a.rev_rev", "thm")
+    assert first["statement"] == "Lemma rev_rev : statement of rev_rev." and first["score"] > 0
+    queries = tmp_path / "queries.txt"
+    queries.write_text("greatest common divisor\n\nprime numbers that are even\n")
+    lines = _rocqcot(subprocess_env, "search", "--file", str(queries), "--k", "2").stdout
+    answers = [json.loads(line) for line in lines.splitlines()]
+    assert [a["query"] for a in answers] == [
+        "greatest common divisor",
+        "prime numbers that are even",
+    ]
+    assert answers[0]["hits"][0]["fqn"] == "lib.b.gcdnC"
+    assert answers[1]["hits"][0]["fqn"] == "lib.c.even_prime"
+    text = _rocqcot(subprocess_env, "search", "the size of a concatenation").stdout
+    assert text.splitlines()[0].startswith("  1. lib.a.size_cat (thm)")
+    neither = _rocqcot(subprocess_env, "search")
+    assert neither.returncode == 1 and "give either a QUERY or --file FILE" in neither.stderr
