@@ -18,6 +18,7 @@ wrote, so an offline CoT is the same whatever ran before it.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
@@ -119,11 +120,12 @@ def statement_body(statement: str) -> str:
 
 def _top_level(text: str, char: str) -> tuple[bool, int | None]:
     """Whether text precedes it and where `char` first occurs outside brackets (a `:` of
-    `:=` does not count)."""
+    `:=` or `::` does not count)."""
     depth = 0
     for index, c in enumerate(text):
         depth += (c in "([{") - (c in ")]}")
-        if c == char and depth == 0 and text[index + 1 : index + 2] != "=":
+        double = text[index + 1 : index + 2] in ("=", ":") or text[index - 1 : index] == ":"
+        if c == char and depth == 0 and not (char == ":" and double):
             return index > 0, index
     return False, None
 
@@ -159,6 +161,7 @@ def shape(conclusion: str, kind: str) -> str:
     return "property"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def gist(kind: str, name: str, statement: str) -> Gist:
     """What an object is about, from its name and statement."""
     short = name.rsplit(".", 1)[-1]

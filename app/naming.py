@@ -142,6 +142,8 @@ NOTATIONS = (
 )
 # fmt: on
 
+MAX_SUFFIX = 4
+"""Longer tails are words (`nonPropType`), not convention suffixes (`Dml`, `CA`, `KV`)."""
 _PART = re.compile(r"^(?P<stem>[a-z][a-z']*?)(?P<suffix>[A-Z0-9][A-Za-z0-9]*)?$")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9']*")
 
@@ -187,7 +189,7 @@ def _part(part: str) -> NamePart:
         if part[:end] in OPERATIONS and re.match(r"[A-Z0-9]", part[end]):
             return _suffixed(part, part[:end], OPERATIONS[part[:end]], part[end:], False)
     match = _PART.match(part)
-    if match is None or not match["suffix"]:
+    if match is None or not match["suffix"] or len(match["suffix"]) > MAX_SUFFIX:
         return NamePart(part, " ".join(split_identifier(part)))
     stem, suffix = match["stem"], match["suffix"]
     # `add0n`, `mulSn`: the operand sits between the stem and the type letter.
