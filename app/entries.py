@@ -16,9 +16,13 @@ definitions its statement mentions (`size s == the number of items in s` for a l
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+import snowballstemmer
 
 from app.describe import SYNONYMS, description, gist, statement_body
 from app.naming import name_parts, split_identifier
@@ -117,22 +121,25 @@ def lexical_text(entry: EntryFacts, headers: dict[str, str]) -> str:
 
 def lexical_tokens(text: str) -> list[str]:
     """BM25 terms: identifiers whole and split into words, numbers, notation symbols; words
-    lowercased, stopwords out, plurals folded (`remainders` is `remainder`)."""
+    lowercased, stopwords out, stemmed (`remainders` and `remainder` are one term)."""
     tokens: list[str] = []
     for term in _TERM.findall(text):
         if _IDENTIFIER.fullmatch(term):
             words = split_identifier(term)
             if len(words) > 1:
                 tokens.append(term.lower())
-            tokens += [_singular(w) for w in words if w not in STOPWORDS]
+            tokens += [_stem(w) for w in words if w not in STOPWORDS]
         elif term not in _PUNCTUATION and (not term.isdigit() or len(term) < 3):
             tokens.append(term)
     return tokens
 
 
-def _singular(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+_STEMMER = snowballstemmer.stemmer("english")
+_STEMMING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _stem(word: str) -> str:
+    """Snowball's English stem (a stemmer keeps state between calls: one at a time)."""
+    with _STEMMING:
+        return _STEMMER.stemWord(word)

@@ -185,6 +185,9 @@ def name_parts(name: str) -> list[NamePart]:
 def _part(part: str) -> NamePart:
     if part in OPERATIONS or part in WORDS:
         return NamePart(part, OPERATIONS.get(part) or WORDS[part])
+    for stem in (part[:-1], part[:-2]):  # `leqnn`, `subnn`: an operation with itself
+        if part.endswith("nn") and stem in OPERATIONS:
+            return NamePart(part, OPERATIONS[stem], "a number with itself", True)
     for end in range(len(part) - 1, 2, -1):  # a known operation, then its suffix
         if part[:end] in OPERATIONS and re.match(r"[A-Z0-9]", part[end]):
             return _suffixed(part, part[:end], OPERATIONS[part[:end]], part[end:], False)
