@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app import cot, llm
+from app import cot, describe, llm
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Annotation, Cot, LibraryObject, ProofStep, Theorem
@@ -157,7 +157,12 @@ def test_offline_cots_parse_and_their_scripts_are_the_chains(evaluated, no_endpo
     assert scripts == ["rewrite addnA.", "by rewrite [m + n]addnC -addnA."]
     searches = [b for b in plain if b.kind == "search"]
     assert [s.target for s in searches] == ["lib.a.addnA", "lib.a.addnC"]
-    assert searches[0].content == ADDNA["info"]["docstring"] and "addnC" not in searches[1].content
+    # The describer's words, seeded by theorem and target: not the target's docstring.
+    assert searches[0].content == describe.query(
+        "thm", "addnA", "associative addn", "lib.a.addnCA3:lib.a.addnA"
+    )
+    assert searches[0].content != ADDNA["info"]["docstring"]
+    assert "addnC" not in searches[1].content and "commutative addn" not in searches[1].content
     have = [cot.Block.from_json(b) for b in rows["lib.a.foo"].blocks]
     at = [b.kind for b in have].index("have")
     assert have[at].content == "have h : n + 0 = n." and have[at - 2].kind == "search"
