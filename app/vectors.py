@@ -165,7 +165,8 @@ def _stale(connection: Connection, model: Embedder) -> tuple[int, list[tuple[int
         digest = text_hash(text)
         if digest != stored_hash or dimensions != model.dimensions:
             stale.append((entry.id, text, digest))
-    return len(rows), stale
+    # Texts of like length batch together: a batch is padded to its longest text.
+    return len(rows), sorted(stale, key=lambda item: (len(item[1]), item[0]))
 
 
 def _upsert(engine: Engine, model: Embedder, chunk: list[tuple[int, str, str]]) -> float:
