@@ -66,6 +66,12 @@ SYNONYMS = {
     "equivalence": ("iff", "if and only if"), "inequality": ("bound", "comparison"),
     "sum": ("addition",), "product": ("multiplication",), "difference": ("minus",),
     "at most": ("no more than",), "sequence": ("list",), "natural numbers": ("naturals",),
+    "coprime numbers": ("relatively prime numbers", "numbers whose gcd is one"),
+    "prime number": ("number without nontrivial divisors", "irreducible number"),
+    "odd parity": ("not even", "parity"), "count of elements satisfying a predicate": (
+        "number of elements satisfying a predicate", "how many elements satisfy a test"),
+    "finite function": ("function on a finite type as a table",),
+    "finite set": ("set of a finite type",), "iteration of a function": ("applying f n times",),
 }
 # fmt: on
 _QUERY_TEMPLATES = (
@@ -196,14 +202,32 @@ def query(kind: str, name: str, statement: str, seed: str) -> str:
     """A search for an object as someone who needs it might write it: a template, synonyms
     and notions drawn with `seed` (the same seed, the same query)."""
     g = gist(kind, name, statement)
+    short = name.rsplit(".", 1)[-1]
     rng = random.Random(seed)
-    topic = _paraphrase(g.topic if g.topics else _listed(g.notions[:2]) or kind_word(kind), rng)
     notions = [_paraphrase(n, rng) for n in g.notions[:4]]
     rng.shuffle(notions)
-    picked = _listed(notions[: rng.randint(1, 2)]) if notions else "its properties"
-    template = rng.choice(_QUERY_TEMPLATES)
-    text = template.format(topic=topic, shape=_paraphrase(g.shape, rng), notions=picked)
-    return " ".join(without_word(text, name.rsplit(".", 1)[-1]).split())
+    # A name no convention explains says nothing once it is left out: its notions speak.
+    topic = _unnamed(g.topic, short, rng) if g.topics else ""
+    if not topic:
+        plain = kind_word(kind) if g.shape == kind_word(kind) else f"{kind_word(kind)} {g.shape}"
+        topic, notions = _listed(notions[:2]) or plain, notions[2:]
+    picked = _listed(notions[: rng.randint(1, 2)])
+    usable = [t for t in _QUERY_TEMPLATES if picked or "{notions}" not in t]
+    template = rng.choice(usable)
+    text = template.format(
+        topic=_paraphrase(topic, rng), shape=_paraphrase(g.shape, rng), notions=picked
+    )
+    return " ".join(without_word(text, short).split())
+
+
+def _unnamed(topic: str, short: str, rng: random.Random) -> str:
+    """The topic without the name: a synonym of it that does not say the name, else the
+    topic with the name left out."""
+    pattern = rf"(?<![\w']){re.escape(short)}(?![\w'])"
+    if not re.search(pattern, topic):
+        return topic
+    others = [s for s in SYNONYMS.get(topic, ()) if not re.search(pattern, s)]
+    return rng.choice(others) if others else without_word(topic, short)
 
 
 def _paraphrase(phrase: str, rng: random.Random) -> str:
@@ -212,8 +236,9 @@ def _paraphrase(phrase: str, rng: random.Random) -> str:
     if options:
         return rng.choice((phrase, *options))
     for known, others in SYNONYMS.items():
-        if " " in known and known in phrase and rng.random() < 0.6:
-            phrase = phrase.replace(known, rng.choice(others))
+        pattern = rf"(?<![\w']){re.escape(known)}(?![\w'])"
+        if " " in known and re.search(pattern, phrase) and rng.random() < 0.6:
+            phrase = re.sub(pattern, rng.choice(others), phrase)
     return phrase
 
 
