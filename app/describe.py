@@ -214,9 +214,8 @@ def query(kind: str, name: str, statement: str, seed: str) -> str:
     picked = _listed(notions[: rng.randint(1, 2)])
     usable = [t for t in _QUERY_TEMPLATES if picked or "{notions}" not in t]
     template = rng.choice(usable)
-    text = template.format(
-        topic=_paraphrase(topic, rng), shape=_paraphrase(g.shape, rng), notions=picked
-    )
+    shape = _paraphrase(g.shape, rng) if g.shape != topic else "object"
+    text = template.format(topic=_paraphrase(topic, rng), shape=shape, notions=picked)
     return " ".join(without_word(text, short).split())
 
 
