@@ -28,6 +28,7 @@ from app.db import engine as db
 from app.db import queue
 from app.db.enums import STEP_OF, Stage, Status
 from app.errors import RocqcotError
+from app.options import RocqBin, use_rocq
 from app.steps import STEPS, StepInfo, step_module
 
 DATASET_DIR = Path("export/dataset")
@@ -78,12 +79,15 @@ def db_downgrade(revision: str = typer.Argument(..., help="a revision, or 'base'
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Rows per table, stage and status (the `stage_status` view); LLM tokens and cost."""
+    from app.db.toolchain import recorded
     from app.llm import usage
+    from app.rocq.toolchain import summary
 
     db.ensure_schema()
     with db.session_factory()() as session:
         rows = queue.status_counts(session)
         spent = usage(session)
+        made_with = recorded(session)
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -94,6 +98,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for row in rows:
         table, stage, state, count = row["table_name"], row["stage"], row["status"], row["rows"]
         typer.echo(f"{table:<16} {stage:<11} {state:<8} {count:>8}")
+    typer.echo(f"toolchain: {summary(made_with) if made_with else 'none yet'}")
     typer.echo(spent.line())
 
 
@@ -104,6 +109,7 @@ def worker(
     ],
     forever: Annotated[bool, typer.Option(help="keep polling when nothing is ready")] = False,
     concurrency: Annotated[int, typer.Option(min=1, help="worker threads per stage")] = 1,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """Run workers of one or more stages until no row is ready (or forever)."""
     from app.stages import stage_spec
@@ -111,6 +117,8 @@ def worker(
 
     specs = [stage_spec(name) for name in stage]
     db.ensure_schema()
+    if any(spec.runs_rocq for spec in specs):
+        use_rocq(rocq_bin)
     stats = run_workers(specs, concurrency=concurrency, forever=forever)
     names = ", ".join(stage)
     typer.echo(f"{names}: {stats.done} done, {stats.failed} failed, {stats.lost} lost leases")
@@ -196,13 +204,14 @@ def verify(
     ] = DATASET_DIR / DATASET_FILE,
     jobs: Annotated[int, typer.Option(min=1, help="Rocq sessions in parallel")] = 1,
     again: Annotated[bool, typer.Option("--again", help="even if verified unchanged")] = False,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """Replay every exported example's scripts and haves in Rocq; each CoT must end the proof."""
     from app import verify as checker
 
     if not source.is_file():
         raise RocqcotError(f"--input {source} is not a file: export step 9 or 10 first")
-    db.ensure_schema()
+    use_rocq(rocq_bin)
     report = None if again else checker.cached_report(source)
     if report is None:
         with db.session_factory()() as session:
@@ -235,14 +244,16 @@ def run(
     model: Annotated[str | None, typer.Option(help="its model [ROCQCOT_LLM_MODEL]")] = None,
     out: Annotated[Path, typer.Option(help="the dataset's folder")] = DATASET_DIR,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """The main job: steps 0 to 10 in order, the chat dataset, its verification, a summary."""
     from app.exports import write_export
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
-    db.ensure_schema()
+    toolchain = use_rocq(rocq_bin)
     typer.echo(f"database: {db.engine().url.render_as_string(hide_password=True)}")
-    library = library_arguments(full, source, prefix)
+    typer.echo(f"toolchain: {toolchain.summary()}")
+    library = library_arguments(full, source, prefix, toolchain.default_library())
     options = RunOptions(library, jobs or os.cpu_count() or 1, k_have, k_wo_have, base_url, model)
     with StepProgress(progress) as bars:
         for number, call in pipeline(options, out):
@@ -294,15 +305,17 @@ def pipeline(options: RunOptions, out: Path) -> list[tuple[int, Callable[[], Non
     return calls
 
 
-def library_arguments(full: bool, source: Path | None, prefix: str | None) -> dict[str, Any]:
-    """Step 0's library: MathComp's ssreflect part, all of MathComp, or `--input`."""
-    from app.config import DEFAULT_LIBRARY
-
+def library_arguments(
+    full: bool, source: Path | None, prefix: str | None, mathcomp: Path
+) -> dict[str, Any]:
+    """Step 0's library: the toolchain's MathComp's ssreflect part, all of it, or `--input`."""
     if source is not None:
         return {"source": source, "name": source.name, "prefix": prefix or source.name}
+    if not mathcomp.is_dir():
+        raise RocqcotError(f"no MathComp in {mathcomp}: install it, or give --input")
     if full:
-        return {"source": DEFAULT_LIBRARY, "name": "mathcomp", "prefix": "mathcomp"}
-    ssreflect = DEFAULT_LIBRARY / "ssreflect"
+        return {"source": mathcomp, "name": "mathcomp", "prefix": "mathcomp"}
+    ssreflect = mathcomp / "ssreflect"
     return {"source": ssreflect, "name": "mathcomp-ssreflect", "prefix": "mathcomp.ssreflect"}
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_LIBRARY = Path("/usr/lib/ocaml/coq/user-contrib/mathcomp")
-
 
 def rocqcot_home() -> Path:
     """The folder for the embedded database and caches (`$ROCQCOT_HOME`, default `./.rocqcot`)."""

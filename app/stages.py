@@ -47,6 +47,8 @@ class StageSpec:
     """How long a claim holds without renewal; the worker renews it every third of that."""
     max_attempts: int = 3
     """Failures (or expired leases) after which a row stays failed."""
+    runs_rocq: bool = False
+    """Whether `run` starts Rocq processes: its workers bind the database to the toolchain."""
     resources: Callable[[], AbstractContextManager[Any]] | None = None
     """A per-worker resource (e.g. a Rocq session kept across rows of the same file), entered
     once per worker thread; when set, `run` is called as `run(item, resource)`."""

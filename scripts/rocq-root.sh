@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # scripts/rocq-root.sh SUITE DIR [FOLDER ...]
 #
-# Another Debian release's Rocq on this machine: makes a Debian root of SUITE in DIR if it is
-# missing (bookworm: Coq 8.16 + MathComp 1.15; trixie: Coq 8.20 + MathComp 2.3 +
+# Another Debian release's Rocq on this machine: makes a Debian root of SUITE in DIR/root if it
+# is missing (bookworm: Coq 8.16 + MathComp 1.15; trixie: Coq 8.20 + MathComp 2.3 +
 # Hierarchy-Builder; forky: Rocq 9.2 + Stdlib), binds the folders a run uses at the same
 # absolute paths inside it (FOLDER ..., default: /tmp, this checkout and $ROCQCOT_HOME), writes
-# one wrapper per Rocq executable into DIR/bin and prints that folder as its last line, for
+# one wrapper per Rocq executable into DIR/bin (beside the root: the root's own /bin is its
+# /usr/bin) and prints that folder as its last line, for
 # `--rocq-bin` or ROCQCOT_ROCQ_BIN. Idempotent: a second call only checks the mounts (seconds).
 # Needs root (debootstrap, chroot, mount --bind).
 set -euo pipefail
@@ -15,6 +16,7 @@ if [ $# -lt 2 ]; then
 fi
 SUITE=$1
 DIR=$(realpath -m "$2")
+ROOT="$DIR/root"
 shift 2
 PROJECT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
@@ -55,23 +57,23 @@ install_tools() {
 }
 
 make_root() {
-    local stamp="$DIR/.rocqcot-root"
+    local stamp="$ROOT/.rocqcot-root"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$SUITE $PACKAGES" ]; then
         return
     fi
     install_tools
     echo "rocq-root.sh: making a $SUITE root in $DIR (a few minutes)" >&2
-    mkdir -p "$DIR"
-    if [ ! -x "$DIR/usr/bin/apt-get" ]; then
+    mkdir -p "$ROOT"
+    if [ ! -x "$ROOT/usr/bin/apt-get" ]; then
         # shellcheck disable=SC2086
-        debootstrap --variant=minbase "$SUITE" "$DIR" "$(mirror)" $DEBOOTSTRAP_SCRIPT >&2
+        debootstrap --variant=minbase "$SUITE" "$ROOT" "$(mirror)" $DEBOOTSTRAP_SCRIPT >&2
     fi
     mount_folders /proc /dev
     # debootstrap's --include does not resolve OCaml's virtual packages: install in a second step.
-    chroot "$DIR" apt-get "${APT_OPTIONS[@]}" update -qq >&2
-    chroot "$DIR" env DEBIAN_FRONTEND=noninteractive \
+    chroot "$ROOT" apt-get "${APT_OPTIONS[@]}" update -qq >&2
+    chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive \
         apt-get "${APT_OPTIONS[@]}" install -y -qq --no-install-recommends $PACKAGES >&2
-    chroot "$DIR" apt-get clean
+    chroot "$ROOT" apt-get clean
     echo "$SUITE $PACKAGES" >"$stamp"
 }
 
@@ -81,7 +83,7 @@ mount_folders() {
     for folder in "$@"; do
         [ -d "$folder" ] || mkdir -p "$folder"
         folder=$(realpath "$folder")
-        target="$DIR$folder"
+        target="$ROOT$folder"
         mkdir -p "$target"
         if mountpoint -q "$target"; then
             continue
@@ -100,17 +102,17 @@ write_wrappers() {
     local bin="$DIR/bin" name
     mkdir -p "$bin"
     for name in rocq coqc coqdep coqidetop coqidetop.opt coqtop coqchk coq_makefile coqdoc make; do
-        if [ -x "$DIR/usr/bin/$name" ]; then
+        if [ -x "$ROOT/usr/bin/$name" ]; then
             cat >"$bin/$name" <<EOF
 #!/bin/sh
-exec /usr/sbin/chroot "$DIR" /bin/sh -c 'cd "\$0" && exec /usr/bin/$name "\$@"' "\$(pwd -P)" "\$@"
+exec /usr/sbin/chroot "$ROOT" /bin/sh -c 'cd "\$0" && exec /usr/bin/$name "\$@"' "\$(pwd -P)" "\$@"
 EOF
             chmod +x "$bin/$name"
         fi
     done
     # The root through which these executables see the file system: paths Rocq prints
     # (coqc -where) are under it when read from outside.
-    echo "$DIR" >"$bin/sysroot"
+    echo "$ROOT" >"$bin/sysroot"
 }
 
 FOLDERS=("$@")
@@ -119,7 +121,7 @@ if [ ${#FOLDERS[@]} -eq 0 ]; then
     if [ -n "${ROCQCOT_HOME:-}" ]; then FOLDERS+=("$ROCQCOT_HOME"); fi
 fi
 # One caller at a time makes or mounts a root.
-mkdir -p "$(dirname "$DIR")"
+mkdir -p "$(dirname "$ROOT")"
 exec 9>"$DIR.lock"
 flock 9
 make_root

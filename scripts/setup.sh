@@ -2,11 +2,15 @@
 # Debian machine, idempotently, then activates the project's virtual environment.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-MATHCOMP=/usr/lib/ocaml/coq/user-contrib/mathcomp
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v coqidetop.opt >/dev/null || [ ! -d "$MATHCOMP/ssreflect" ]; then
+# Debian's Rocq and MathComp, wherever this release puts them (`coqc -where` tells).
+has_rocq() {
+    command -v coqc >/dev/null && { command -v coqidetop.opt || command -v coqidetop; } >/dev/null \
+        && [ -d "$(coqc -where)/user-contrib/mathcomp/ssreflect" ]
+}
+if ! has_rocq; then
     echo "installing Debian's coq and libcoq-mathcomp" >&2
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coq libcoq-mathcomp >/dev/null

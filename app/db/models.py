@@ -301,6 +301,19 @@ class Job(StageColumns, Base):
     result: Mapped[dict[str, Any] | None] = mapped_column()
 
 
+class ToolchainRecord(Base):
+    """The Rocq a database's rows were made with (one row): data of two toolchains never mix."""
+
+    __tablename__ = "toolchain"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rocq_version: Mapped[str] = mapped_column(Text)
+    description: Mapped[dict[str, Any]] = mapped_column()
+    """`Toolchain.describe()`: Rocq and OCaml versions, installed Rocq packages."""
+    recorded_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
 class Probe(StageColumns, Base):
     """A row of the no-op `probe` stage; `writes` counts how often its result was written."""
 

@@ -19,6 +19,8 @@ import yaml
 from sqlalchemy.orm import Session
 
 from app.db.models import Cot, Library, LibraryObject, Theorem
+from app.db.toolchain import recorded
+from app.rocq.toolchain import summary
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ def facts(session: Session, info: ExportInfo) -> dict[str, Any]:
             "entries": info.entries,
         },
         "libraries": _libraries(session),
+        "toolchain": recorded(session),
         "versions": {
             "rocqcot": importlib.metadata.version("rocqcot"),
             "python": platform.python_version(),
@@ -126,6 +129,8 @@ def write_card(session: Session, info: ExportInfo) -> Path:
             "`[start, end)` character ranges of the assistant turn to mask from the loss "
             "(results, and blocks an earlier example trained on)."
         )
+    if data["toolchain"]:
+        lines.append(f"Made with {summary(data['toolchain'])}.")
     for library in data["libraries"]:
         lines.append(
             f"Library {library['name']} ({library['logical_prefix']}), Rocq "

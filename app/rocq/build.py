@@ -34,6 +34,8 @@ from pathlib import Path
 from app.rocq.glob import Glob, GlobFormatError, read_glob
 from app.rocq.positions import Position, SourceText
 from app.rocq.timing import Sentence, parse_timing
+from app.rocq.toolchain import Toolchain
+from app.rocq.toolchain import current as current_toolchain
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ class BuildResult:
     graph: DependencyGraph
     """The tree's dependency graph."""
     coqc_version: str
-    """`coqc --print-version` of the compiler used."""
+    """The version of the Rocq that built it."""
     files: Mapping[str, FileResult]
     """Results by root-relative path, in dependency order."""
     seconds: float
@@ -166,38 +168,26 @@ def default_jobs() -> int:
     return os.cpu_count() or 1
 
 
-@functools.cache
-def rocq_theories() -> Path:
-    """The folder of Rocq's own library, mapped to the logical prefix `Coq`."""
-    run = subprocess.run(["coqc", "-where"], capture_output=True, text=True, check=True)
-    return Path(run.stdout.strip()) / "theories"
-
-
-@functools.cache
-def coqc_version() -> str:
-    """The compiler's version (part of every build key: a new coqc invalidates all `.vo`)."""
-    run = subprocess.run(["coqc", "--print-version"], capture_output=True, text=True, check=True)
-    return run.stdout.strip()
-
-
 def source_files(root: Path) -> list[str]:
     """The root-relative paths of the tree's `.v` files, sorted."""
     return sorted(path.relative_to(root).as_posix() for path in root.rglob("*.v"))
 
 
-def dependencies(root: Path, prefix: str, files: Iterable[str] | None = None) -> DependencyGraph:
+def dependencies(
+    root: Path, prefix: str, files: Iterable[str] | None = None, toolchain: Toolchain | None = None
+) -> DependencyGraph:
     """Run coqdep over a tree (or some of its files) and order the files by `Require`."""
+    toolchain = toolchain or current_toolchain()
     root = root.resolve()
     files = sorted(files) if files is not None else source_files(root)
     # Rocq's library is named first so that coqdep prints the files a tree needs from it; the
     # tree's own files, named last, win over any of the same name (a copy of Rocq's files).
-    theories = ["-R", str(rocq_theories()), "Coq"]
-    run = subprocess.run(
-        ["coqdep", *theories, "-R", ".", prefix, *files], cwd=root, capture_output=True, text=True
-    )
+    theories = ("-R", str(toolchain.theories), toolchain.core_prefix)
+    command = toolchain.command("coqdep", *theories, "-R", ".", prefix, *files)
+    run = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if run.returncode != 0:
         raise BuildError(f"coqdep failed: {run.stderr.strip()}")
-    requires, rocq_requires = _parse_coqdep(run.stdout, set(files))
+    requires, rocq_requires = _parse_coqdep(run.stdout, set(files), toolchain)
     order = _topological_order(requires)
     return DependencyGraph(
         root=root,
@@ -211,10 +201,10 @@ def dependencies(root: Path, prefix: str, files: Iterable[str] | None = None) ->
 
 
 def _parse_coqdep(
-    output: str, files: set[str]
+    output: str, files: set[str], toolchain: Toolchain
 ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
     """Direct requirements from coqdep's make rules (`x.vo ...: x.v y.vo ...`): in the tree,
-    and in Rocq's library (absolute paths under `rocq_theories()`, as logical names)."""
+    and in Rocq's library (absolute paths under its `theories`, as logical names)."""
     requires = {file: frozenset[str]() for file in files}
     rocq = {file: frozenset[str]() for file in files}
     for line in output.splitlines():
@@ -225,16 +215,16 @@ def _parse_coqdep(
             continue
         deps = [os.path.normpath(dep).removesuffix(".vo") + ".v" for dep in prerequisites.split()]
         requires[file] = frozenset(dep for dep in deps if dep in files and dep != file)
-        rocq[file] = frozenset(filter(None, map(_rocq_library, deps)))
+        rocq[file] = frozenset(filter(None, (_rocq_library(dep, toolchain) for dep in deps)))
     return requires, rocq
 
 
-def _rocq_library(path: str) -> str | None:
+def _rocq_library(path: str, toolchain: Toolchain) -> str | None:
     """The logical name of a file of Rocq's library given by its absolute path, else None."""
-    theories = rocq_theories()
-    if not Path(path).is_relative_to(theories):
+    if not Path(path).is_relative_to(toolchain.theories):
         return None
-    return library_name(Path(path).relative_to(theories).as_posix(), "Coq")
+    relative = Path(path).relative_to(toolchain.theories).as_posix()
+    return library_name(relative, toolchain.core_prefix)
 
 
 def _topological_order(requires: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
@@ -282,6 +272,7 @@ def build(
     targets: Iterable[str] | None = None,
     flags: Sequence[str] = (),
     manifest: Path | None = None,
+    toolchain: Toolchain | None = None,
 ) -> BuildResult:
     """Compile a tree (or the targets and what they require) in dependency order, in parallel.
 
@@ -291,7 +282,8 @@ def build(
     dependents and the rest of the build goes on.
     """
     started = time.monotonic()
-    graph = dependencies(root, prefix)
+    toolchain = toolchain or current_toolchain()
+    graph = dependencies(root, prefix, toolchain=toolchain)
     files = graph.needed(targets) if targets is not None else graph.order
     state = _Build(
         graph=graph,
@@ -299,9 +291,10 @@ def build(
         jobs=jobs or default_jobs(),
         flags=tuple(flags),
         manifest=_Manifest.load(manifest or graph.root / MANIFEST_NAME),
+        toolchain=toolchain,
     )
     results = state.run()
-    return BuildResult(graph, coqc_version(), results, time.monotonic() - started)
+    return BuildResult(graph, toolchain.version, results, time.monotonic() - started)
 
 
 @dataclass
@@ -357,10 +350,11 @@ class _Build:
         jobs: int,
         flags: tuple[str, ...],
         manifest: _Manifest,
+        toolchain: Toolchain,
     ) -> None:
         self.graph, self.files, self.jobs, self.flags = graph, files, jobs, flags
-        self.manifest = manifest
-        self.keys = _build_keys(graph, files, flags)
+        self.manifest, self.toolchain = manifest, toolchain
+        self.keys = _build_keys(graph, files, flags, toolchain)
         self.index = {file: i for i, file in enumerate(files)}
         self.dependents = _dependents({file: graph.requires[file] for file in files})
         self.priority = self._priorities()
@@ -411,7 +405,8 @@ class _Build:
         if self.manifest.key(file) == key and _outputs_exist(self.graph.root, file):
             self._finish(_load(self.graph.root, file, library, key))
             return None
-        return pool.submit(_compile, self.graph.root, self.graph.prefix, file, key, self.flags)
+        root, prefix = self.graph.root, self.graph.prefix
+        return pool.submit(_compile, self.toolchain, root, prefix, file, key, self.flags)
 
     def _failed_requirement(self, file: str) -> str | None:
         """The file whose own failure prevents compiling this one, if any."""
@@ -439,11 +434,12 @@ class _Build:
 
 
 def _build_keys(
-    graph: DependencyGraph, files: Sequence[str], flags: tuple[str, ...]
+    graph: DependencyGraph, files: Sequence[str], flags: tuple[str, ...], toolchain: Toolchain
 ) -> dict[str, str]:
-    """Each file's build key, chained through its requirements' keys like a Merkle tree."""
+    """Each file's build key, chained through its requirements' keys like a Merkle tree: a
+    new Rocq (another version or installation) invalidates every `.vo`."""
     keys: dict[str, str] = {}
-    version = coqc_version()
+    version = f"{toolchain.version} {toolchain.ocaml} {toolchain.sysroot}"
     for file in files:
         source = hashlib.sha256((graph.root / file).read_bytes()).hexdigest()
         deps = sorted((dep, keys[dep]) for dep in graph.requires[file])
@@ -472,11 +468,14 @@ def _load(root: Path, file: str, library: str, key: str) -> FileResult:
     return FileResult(file, library, BuildStatus.SKIPPED, key, sentences=sentences, glob=glob)
 
 
-def _compile(root: Path, prefix: str, file: str, key: str, flags: tuple[str, ...]) -> FileResult:
+def _compile(
+    toolchain: Toolchain, root: Path, prefix: str, file: str, key: str, flags: tuple[str, ...]
+) -> FileResult:
     """Run coqc on one file and read back its sentences, glob or error (in a pool thread)."""
     _, glob_path, timing_path = _outputs(root, file)
     glob_file = glob_path.relative_to(root).as_posix()
-    command = ["coqc", "-R", ".", prefix, *flags, "-time", "-dump-glob", glob_file, file]
+    arguments = ("-R", ".", prefix, *flags, "-time", "-dump-glob", glob_file, file)
+    command = toolchain.command("coqc", *arguments)
     started = time.monotonic()
     with timing_path.open("w", encoding="utf-8") as timing:
         run = subprocess.run(command, cwd=root, stdout=timing, stderr=subprocess.PIPE)

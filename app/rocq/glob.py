@@ -3,8 +3,8 @@
 A glob file names every definition and every resolved reference of a library with its fully
 qualified name, so later steps never have to guess names from the source with regexes.
 
-The format (Coq 8.16, `interp/dumpglob.ml`), one record a line, offsets are UTF-8 BYTE offsets
-into the source, both ends inclusive:
+The format (Coq 8.16 to Rocq 9, `interp/dumpglob.ml`), one record a line, offsets are UTF-8
+BYTE offsets into the source, both ends inclusive:
 
     DIGEST <md5 of the .v>
     F<library>                                   e.g. Fmathcomp.ssreflect.div
@@ -45,7 +45,7 @@ _NOT_MODULE_MEMBERS = frozenset({"var", "binder", "sec", "not", "lib", "mod", "m
 
 
 class GlobFormatError(ValueError):
-    """A line of a glob file does not have the shape Coq 8.16 writes."""
+    """A line of a glob file does not have the shape Rocq writes."""
 
 
 @dataclass(frozen=True)
@@ -279,8 +279,9 @@ def _digest(line: str) -> str | None:
 
 
 def _definition(line: str, library: str, source: SourceText | None) -> Definition:
-    """Parse `<kind> <start>:<end> <path> <name>`."""
-    kind, span, path, name = line.split(" ", 3)
+    """Parse `<kind> <start>:<end> <path> <name>` (8.20 writes some `var` lines with two
+    spaces after the kind: fields are separated by runs of blanks)."""
+    kind, span, path, name = line.split(None, 3)
     path, name = _field(path), _field(name)
     byte_start, byte_end = _span(span)
     char_start, char_end, start = _locate(source, byte_start, byte_end)
@@ -301,7 +302,7 @@ def _definition(line: str, library: str, source: SourceText | None) -> Definitio
 
 def _reference(line: str, source: SourceText | None) -> Reference:
     """Parse `R<start>:<end> <library> <path> <name> <kind>`."""
-    span, library, path, rest = line[1:].split(" ", 3)
+    span, library, path, rest = line[1:].split(None, 3)
     name, kind = rest.rsplit(" ", 1)
     path, name = _field(path), _field(name)
     byte_start, byte_end = _span(span)

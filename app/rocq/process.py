@@ -17,6 +17,9 @@ from typing import IO
 
 from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, Protocol
 
+_POLL_SLICE = 3600.0
+"""Seconds one `poll` waits at most before the deadline is checked again."""
+
 
 class TimedOut(Exception):
     """No answer before the deadline."""
@@ -105,10 +108,11 @@ class Coqidetop:
             self._reader.feed(self._read(deadline))
 
     def _read(self, deadline: float) -> bytes:
-        """The next chunk of output, waiting at most until the deadline."""
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not self._poll.poll(remaining * 1000):
-            raise TimedOut
+        """The next chunk of output, waiting at most until the deadline (in slices: `poll`
+        takes at most about 24 days, and a long text may be given far more)."""
+        while not self._poll.poll(max(0.0, min(_POLL_SLICE, deadline - time.monotonic())) * 1000):
+            if time.monotonic() >= deadline:
+                raise TimedOut
         data = os.read(self._fd, 1 << 16)
         if not data:
             raise ProcessDied(self.stderr_tail())

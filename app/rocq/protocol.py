@@ -303,6 +303,10 @@ class Protocol:
     """
 
     launch_args: tuple[str, ...] = ("-main-channel", "stdfds", "-async-proofs", "off")
+    idetop_names: tuple[str, ...] = ("coqidetop.opt", "coqidetop")
+    """coqidetop's executable names, preferred first (Debian ships the native `.opt` one)."""
+    core_prefix = "Coq"
+    """The logical prefix of Rocq's own library (`coqc -where`/theories)."""
     normalisers: ClassVar[Mapping[str, Callable[[Any], Any]]] = _NORMALISERS
 
     def init(self) -> bytes:
@@ -367,9 +371,24 @@ class Protocol816(Protocol):
     """coqidetop 8.16 (protocol 20220205): the reference version."""
 
 
+class Protocol820(Protocol816):
+    """coqidetop 8.17 to 8.20: the calls, encodings and richpp of 8.16 (measured on 8.20.1:
+    MathComp 2.3 replayed with goals after every sentence)."""
+
+
+class Protocol9(Protocol820):
+    """Rocq 9: the XML protocol of 8.20, but only a `coqidetop` executable (no `.opt`), and its
+    own library is `Corelib` (`Coq` is a deprecated alias of it)."""
+
+    idetop_names = ("coqidetop", "coqidetop.opt")
+    core_prefix = "Corelib"
+
+
 # (min version, max version, class): the first row containing the running version wins.
 _VERSIONS: tuple[tuple[tuple[int, ...], tuple[int, ...], type[Protocol]], ...] = (
     ((8, 16), (8, 16, 99), Protocol816),
+    ((8, 17), (8, 20, 99), Protocol820),
+    ((9, 0), (9, 99, 99), Protocol9),
 )
 
 

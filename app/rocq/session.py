@@ -20,7 +20,6 @@ import bisect
 import functools
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,8 +28,10 @@ from pathlib import Path
 from app.rocq.goals import Goals, Location, Message
 from app.rocq.positions import Position, SourceText
 from app.rocq.process import Coqidetop, ProcessDied, TimedOut
-from app.rocq.protocol import Err, Feedback, Ok, Protocol, protocol_for
+from app.rocq.protocol import Err, Feedback, Ok, Protocol
 from app.rocq.sentences import split_sentences
+from app.rocq.toolchain import Toolchain
+from app.rocq.toolchain import current as current_toolchain
 
 DEFAULT_TIMEOUT = 40.0
 INTERRUPT_GRACE = 5.0
@@ -116,13 +117,6 @@ def _resolve(file: str | os.PathLike[str]) -> str:
     return str(Path(file).resolve())
 
 
-@functools.lru_cache
-def _protocol_of(binary: str) -> Protocol:
-    """The protocol for the installed coqidetop, from its `-print-version`."""
-    out = subprocess.run([binary, "-print-version"], capture_output=True, text=True, check=True)
-    return protocol_for(out.stdout)
-
-
 # --- Files -----------------------------------------------------------------------------------
 
 
@@ -203,12 +197,12 @@ class RocqSession:
     def __init__(
         self,
         timeout: float = DEFAULT_TIMEOUT,
-        binary: str = "coqidetop.opt",
+        toolchain: Toolchain | None = None,
         interrupt_grace: float = INTERRUPT_GRACE,
     ) -> None:
         self.timeout = timeout
         self.interrupt_grace = interrupt_grace
-        self._binary = binary
+        self.toolchain = toolchain or current_toolchain()
         self._load_paths: tuple[LoadPath, ...] = ()
         self._extra_args: tuple[str, ...] = ()
         self._file: _File | None = None
@@ -317,7 +311,7 @@ class RocqSession:
 
     @property
     def _protocol(self) -> Protocol:
-        return _protocol_of(self._binary)
+        return self.toolchain.protocol
 
     @property
     def _prefix_tip(self) -> int:
@@ -461,6 +455,11 @@ class RocqSession:
         except ProcessDied as error:
             self._after_crash(process)
             raise RocqCrashed(f"coqidetop died during {names}: {error}") from None
+        except Exception:
+            # Any other failure leaves answers unread: a fresh process keeps calls and answers
+            # paired (an answer read for the wrong call cannot be decoded).
+            self._after_crash(process)
+            raise
 
     def _after_timeout(self, process: Coqidetop) -> None:
         """Interrupt the command and backtrack to the tip; restart if it does not stop."""
@@ -494,7 +493,7 @@ class RocqSession:
         loaded = self._current_file()
         args = [a for p in self._load_paths for a in p.args]
         args += [*self._extra_args, "-topfile", loaded.path]
-        self._process = Coqidetop(self._binary, args, self._protocol)
+        self._process = Coqidetop(self.toolchain.idetop, args, self._protocol)
         self._prefix, self._steps = [], []
         self._restarting = True
         try:

@@ -29,9 +29,9 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import config
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
+from app.options import RocqBin, use_rocq
 from app.rocq.build import (
     BuildResult,
     BuildStatus,
@@ -39,9 +39,9 @@ from app.rocq.build import (
     FileResult,
     build,
     library_name,
-    rocq_theories,
 )
 from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
+from app.rocq.toolchain import current as current_toolchain
 from app.serialize import plain
 from app.stages import StageSpec, register
 
@@ -104,6 +104,12 @@ def input_fingerprint(input_path: Path) -> str:
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def rocq_theories() -> Path:
+    """Rocq's own installed library (`coqc -where`/theories), seen from this process."""
+    toolchain = current_toolchain()
+    return toolchain.host(toolchain.theories)
 
 
 def rocq_sources() -> list[Path]:
@@ -197,16 +203,18 @@ def build_rocq(
     copy: Path, library: BuildResult, jobs: int | None
 ) -> tuple[BuildResult, dict[str, PreparedFile]] | None:
     """Copy `ROCQ_FOLDERS` and build the files the library requires from them (and what those
-    require), with the prefix `Coq`; None when it requires none of them."""
+    require), with the prefix of Rocq's library (`Coq`, `Corelib` on Rocq 9); None when it
+    requires none of them."""
+    prefix = current_toolchain().core_prefix
     theories = rocq_theories()
     sources = {path.relative_to(theories).as_posix(): path for path in rocq_sources()}
-    by_name = {library_name(path, "Coq"): path for path in sources}
+    by_name = {library_name(path, prefix): path for path in sources}
     required = {name for names in library.graph.rocq_requires.values() for name in names}
     targets = sorted(by_name[name] for name in required if name in by_name)
     if not targets:
         return None
     prepared = {path: prepare_file(source, copy / path) for path, source in sources.items()}
-    return build(copy, "Coq", jobs=jobs, targets=targets), prepared
+    return build(copy, prefix, jobs=jobs, targets=targets), prepared
 
 
 def rocq_records(result: BuildResult, prepared: dict[str, PreparedFile]) -> list[dict[str, Any]]:
@@ -310,6 +318,7 @@ SPEC = register(
         run=run,
         store=store,
         lease_seconds=600.0,
+        runs_rocq=True,
         max_attempts=2,
     )
 )
@@ -358,8 +367,9 @@ def register_library(
 
 def command(
     source: Annotated[
-        Path, typer.Option("--input", help="the library's source tree")
-    ] = config.DEFAULT_LIBRARY,
+        Path | None,
+        typer.Option("--input", help="the library's source tree [the toolchain's MathComp]"),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option(help="where the copy goes [export/output/steps/step_0/NAME]")
     ] = None,
@@ -368,13 +378,15 @@ def command(
         str | None, typer.Option(help="its logical prefix, as in -R DIR PREFIX [its folder's]")
     ] = None,
     jobs: Annotated[int | None, typer.Option(help="parallel coqc processes [cores]")] = None,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """Copy, strip comments, build the library; record its files."""
     from app.db.engine import ensure_schema, session_factory
     from app.errors import RocqcotError
     from workers.runner import run_workers
 
-    source = source.resolve()
+    toolchain = use_rocq(rocq_bin)
+    source = (source or toolchain.default_library()).resolve()
     if not source.is_dir():
         raise RocqcotError(f"--input {source} is not a folder")
     name = name or source.name

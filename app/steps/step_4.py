@@ -59,6 +59,7 @@ from app.goal_diff import (
     render,
     without_names,
 )
+from app.options import RocqBin, use_rocq
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.positions import Position
 from app.rocq.session import LoadPath, RocqError, RocqSession, RocqSessionError, State
@@ -557,6 +558,7 @@ SPEC = register(
         order_by=_file_order,
         batch_size=16,
         lease_seconds=600.0,
+        runs_rocq=True,
         max_attempts=2,
         resources=replayer,
     )
@@ -591,11 +593,13 @@ def command(
     max_workers: Annotated[int, typer.Option(min=1, help="parallel Rocq sessions")] = 1,
     pet_timeout: Annotated[float, typer.Option(min=1, help="seconds per Rocq call")] = 60.0,
     all_: Annotated[bool, typer.Option("--all", help="every theorem, not the selection")] = False,
+    rocq_bin: RocqBin = None,
 ) -> None:
     """Build the dictionary, then replay and annotate the selected proofs."""
     from app.db.engine import ensure_schema, session_factory
     from workers.runner import run_workers
 
+    use_rocq(rocq_bin)
     ensure_schema()
     with session_factory().begin() as session:
         built = dico.build_dictionary(session)
