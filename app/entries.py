@@ -6,8 +6,8 @@ describer's description; its statement with its notations; the header documentat
 definitions its statement mentions (`size s == the number of items in s` for a lemma about
 `size`). Two texts, for two rankings:
 
-- `dense_text`, embedded by the model: short, because encoding time grows with length
-  (MiniLM reads 256 word pieces at most) and every entry of the library is embedded;
+- `dense_text`, embedded by the model: the name's gloss and the docstring or description,
+  short, because encoding time grows with length and every entry of the library is embedded;
 - `lexical_text`, indexed by BM25: everything, synonyms of the glosses included, since a
   term that is not there cannot match.
 
@@ -27,8 +27,9 @@ import snowballstemmer
 from app.describe import SYNONYMS, description, gist, statement_body
 from app.naming import name_parts, split_identifier
 
-DENSE_STATEMENT_CHARS = 200
-DENSE_DOC_CHARS = 300
+DENSE_CHARS = 200
+"""About 40 word pieces: encoding time grows with length (on this project's 2 shared cores,
+MiniLM encodes names alone 6 times faster than names, descriptions and statements)."""
 MENTION_CHARS = 120
 MENTIONS = 2
 OFFLINE = "offline"
@@ -90,21 +91,18 @@ def gloss(entry: EntryFacts) -> str:
     return f"{entry.short_name}: {'; '.join(p.words for p in name_parts(entry.short_name))}"
 
 
-def dense_text(entry: EntryFacts, headers: dict[str, str]) -> str:
-    """The embedded text: gloss, docstring (else the description), statement, mentions."""
+def dense_text(entry: EntryFacts) -> str:
+    """The embedded text: the gloss, then the docstring (else the description), cut short.
+    What it means, in words: the statement's symbols and the mentioned definitions' docs are
+    the lexical text's (they cost the model most and say least to it)."""
     about = entry.written_docstring or description(entry.kind, entry.name, entry.fullname or "")
-    lines = [
-        gloss(entry),
-        " ".join(about.split())[:DENSE_DOC_CHARS],
-        statement_body(entry.fullname or "")[:DENSE_STATEMENT_CHARS],
-        *mentions(entry, headers),
-    ]
-    return "\n".join(line for line in lines if line)
+    return f"{gloss(entry)}\n{' '.join(about.split())}"[:DENSE_CHARS]
 
 
 def lexical_text(entry: EntryFacts, headers: dict[str, str]) -> str:
-    """The text BM25 indexes: the dense text's parts uncut, the description too, and the
-    synonyms of every notion the name and statement name."""
+    """The text BM25 indexes: the gloss, the docstring, the description, the statement, the
+    header docs of the definitions it mentions, and the synonyms of every notion the name and
+    statement name."""
     g = gist(entry.kind, entry.name, entry.fullname or "")
     said = " ".join((*g.topics, *g.notions))
     synonyms = [other for known, others in SYNONYMS.items() if known in said for other in others]

@@ -2,7 +2,7 @@
 
 Embeddings live in `object_embeddings`, one row per (entry, model) with its dimension and a
 hash of the embedded text (`app.entries.dense_text`), so a sync embeds only the entries whose
-text changed: a new docstring, a changed statement, a header doc of a definition it mentions.
+text changed (a new docstring, a changed statement).
 Every entry is embedded, docstring or not. Each (model, dimension) gets its own partial HNSW
 cosine index, created at run time, so a new model needs no migration: `vector` up to 2,000
 dimensions, `halfvec` up to 4,000 (Qwen3-Embedding-4B has 2,560), an exact scan beyond.
@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from app.db.models import ObjectEmbedding
 from app.embedding import Embedder
-from app.entries import EntryFacts, dense_text, header_docs
+from app.entries import EntryFacts, dense_text
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +158,9 @@ def _stale(connection: Connection, model: Embedder) -> tuple[int, list[tuple[int
     """How many entries there are, and (id, text, hash) of those to embed."""
     rows = connection.execute(_ENTRIES, {"model": model.name}).all()
     facts = [EntryFacts(*row[:7]) for row in rows]
-    headers = header_docs(facts)
     stale = []
     for entry, (*_, stored_hash, dimensions) in zip(facts, rows, strict=True):
-        text = dense_text(entry, headers)
+        text = dense_text(entry)
         digest = text_hash(text)
         if digest != stored_hash or dimensions != model.dimensions:
             stale.append((entry.id, text, digest))

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from app.db import engine as db
 from app.db.models import Cot, LibraryObject, SearchBlock
 from app.describe import jaccard, statement_body
-from app.entries import EntryFacts, dense_text, header_docs
+from app.entries import EntryFacts, dense_text
 
 
 def share(count: int, total: int) -> str:
@@ -64,7 +64,6 @@ def main() -> None:
             )
         ).all()
         verdicts = session.execute(sa.select(Cot.valid, Cot.invalid_reason)).all()
-    headers = header_docs(facts.values())
     statement = name = close = found = 0
     for query, target, rank in blocks:
         entry = facts.get(target)
@@ -74,7 +73,7 @@ def main() -> None:
         statement += bool(body) and body in flat
         name += re.search(rf"(?<![\w']){re.escape(short)}(?![\w'])", flat) is not None
         if entry is not None:
-            texts = [entry.docstring or "", dense_text(entry, headers)]
+            texts = [entry.docstring or "", dense_text(entry)]
             close += any(jaccard(flat, text) > 0.8 for text in texts if text)
         found += rank is not None and rank <= args.top_k
     total = len(blocks)
