@@ -205,6 +205,44 @@ def export_command(
 
 
 @app.command()
+def search(
+    query: Annotated[str | None, typer.Argument(help="what to look for, in words")] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="results per query")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per query")] = False,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="one query a line; JSON lines out")
+    ] = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or lexical")] = "hybrid",
+    model_name: Annotated[
+        str, typer.Option("--model-name", help="sentence-transformers model name or folder")
+    ] = "all-MiniLM-L6-v2",
+) -> None:
+    """Search the dictionary by meaning and words, as the pipeline does (no availability
+    filter: every object)."""
+    from app.embedding import EmbeddingSettings
+    from app.retrieval import answers
+
+    if (query is None) == (file is None):
+        raise RocqcotError("give either a QUERY or --file FILE")
+    if file is not None and not file.is_file():
+        raise RocqcotError(f"--file {file} is not a file")
+    queries = [query] if query is not None else _query_lines(file)
+    db.ensure_schema()
+    found = answers(queries, k, EmbeddingSettings(model_name), mode)
+    for answer in found:
+        if as_json or file is not None:
+            typer.echo(json.dumps(answer, ensure_ascii=False))
+            continue
+        for hit in answer["hits"]:
+            typer.echo(f"{hit['rank']:>3}. {hit['fqn']} ({hit['kind']}) {hit['score']:.4f}")
+            typer.echo(f"     {' '.join((hit['statement'] or '').split())[:160]}")
+
+
+def _query_lines(file: Path) -> list[str]:
+    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@app.command()
 def verify(
     source: Annotated[
         Path, typer.Option("--input", help="an export of step 9 or 10, in any format")

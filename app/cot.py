@@ -7,8 +7,9 @@ so later steps know each search's target exactly. `<result>` blocks are never wr
 they come from Rocq and the retrieval engine later.
 
 The offline writer builds the same structure deterministically from the step-4 evaluation
-(think blocks from goals and diffs, one search per dependency, the scripts, a failed search
-before each have), so the pipeline runs without any endpoint. Everything here is pure.
+(think blocks from goals and diffs, one search per dependency in the describer's words, the
+scripts, a failed search before each have), so the pipeline runs without any endpoint.
+Everything here is pure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from app import describe
 from app.chains import CLOSE_TAG, HIDDEN_PROOF, OPEN_TAG
 from app.goal_diff import NO_GOALS
 
@@ -65,30 +67,7 @@ class Dependency:
     @property
     def kind_word(self) -> str:
         """The kind in words (glob kinds such as `thm` are abbreviations)."""
-        return kind_word(self.kind)
-
-
-KIND_WORDS = {
-    "thm": "lemma",
-    "def": "definition",
-    "ind": "inductive type",
-    "constr": "constructor",
-    "rec": "record",
-    "proj": "projection",
-    "inst": "instance",
-    "class": "class",
-    "ax": "axiom",
-    "var": "variable",
-    "not": "notation",
-    "abbrev": "abbreviation",
-    "coe": "coercion",
-    "prf": "lemma",
-}
-
-
-def kind_word(kind: str) -> str:
-    """A kind as words: `thm` is a lemma, `def` a definition; others as they are, lowercase."""
-    return KIND_WORDS.get(kind, kind.lower())
+        return describe.kind_word(self.kind)
 
 
 @dataclass(frozen=True)
@@ -309,10 +288,10 @@ def without_name(text: str, name: str) -> str:
     return re.sub(rf"(?<![\w']){re.escape(name)}(?![\w'])", "it", text)
 
 
-def search_query(dep: Dependency) -> str:
-    """The offline query for a dependency: its docstring, else its kind and statement."""
-    text = dep.docstring or f"{dep.kind_word} stating {dep.type}".strip()
-    return normalized(without_name(text, dep.name))
+def search_query(dep: Dependency, seed: str) -> str:
+    """The offline query for a dependency: the describer's seeded paraphrase of what its name
+    and statement say (never its docstring: a query is not its answer's text)."""
+    return normalized(describe.query(dep.kind, dep.name, dep.type, seed))
 
 
 def have_statement(code: str) -> str:
@@ -359,7 +338,10 @@ def offline_cot(item: CotInput) -> tuple[Block, ...]:
     blocks = [Block("think", f"I have to prove {normalized(item.statement)}")]
     found: set[str] = set()
     for goal, step in item.tactics():
-        blocks += _have_blocks(goal, step) if step.is_have else _script_blocks(goal, step, found)
+        if step.is_have:
+            blocks += _have_blocks(goal, step)
+        else:
+            blocks += _script_blocks(goal, step, found, item.fqn)
     return merge_thinking(blocks)
 
 
@@ -373,13 +355,13 @@ def merge_thinking(blocks: list[Block]) -> tuple[Block, ...]:
     return tuple(merged)
 
 
-def _script_blocks(goal: str, step: Step, found: set[str]) -> list[Block]:
+def _script_blocks(goal: str, step: Step, found: set[str], theorem: str) -> list[Block]:
     blocks = [Block("think", f"The goal is now:\n{goal.strip()}")]
     for dep in step.dependencies:
         if dep.fqn in found:
             continue
         found.add(dep.fqn)
-        blocks.append(Block("search", search_query(dep), dep.fqn))
+        blocks.append(Block("search", search_query(dep, f"{theorem}:{dep.fqn}"), dep.fqn))
         why = f"`{dep.name}` states `{normalized(dep.type)}`, which is the fact this step needs."
         blocks.append(Block("think", why))
     change = step.goal_diff.strip() or "It should not change the goals visibly."
@@ -402,9 +384,3 @@ def offline_result(item: CotInput) -> CotResult:
     """Everything step 5 stores, written offline."""
     notes = tuple((step.index, offline_tactic_note(goal, step)) for goal, step in item.tactics())
     return CotResult(OFFLINE, notes, offline_proof_note(item), offline_cot(item))
-
-
-def offline_docstring(kind: str, name: str, statement: str) -> str:
-    """Step 6's offline docstring: the object's kind and statement, without its name."""
-    text = f"A {kind_word(kind)} whose statement is: {normalized(statement)}"
-    return without_name(text, name).rstrip(".") + "."

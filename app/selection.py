@@ -1,8 +1,7 @@
 """Diverse selection under BM25: the pure algorithm behind step 3.
 
 Statements are tokenized for Rocq (`tokenize`) and indexed as one BM25 corpus per pool, with
-rank_bm25's `BM25Okapi` semantics (k1 = 1.5, b = 0.75, idf floored at epsilon = 0.25 times the
-mean idf; a query term counts once per occurrence). `s(q, d)` is the BM25 score of statement
+rank_bm25's `BM25Okapi` semantics (`app.bm25`). `s(q, d)` is the BM25 score of statement
 `q` as a query against statement `d` as a document.
 
 BM25 is neither symmetric nor bounded (long statements score high), so the similarity of two
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-K1, B, EPSILON = 1.5, 0.75, 0.25
+from app.bm25 import Bm25, bm25
+
 DECIMALS = 12
 
 # `Lemma name`, after attributes: the name would dominate the statement's few tokens.
@@ -66,63 +66,6 @@ def tokenize(statement: str) -> list[str]:
         else:
             tokens.append(match.group())
     return tokens
-
-
-@dataclass(frozen=True)
-class Bm25:
-    """A BM25Okapi index of N statements over a vocabulary of V terms, as sparse rows."""
-
-    term_counts: sp.csr_matrix
-    """N x V: how often each term occurs in each statement (a query's weights)."""
-    weights: sp.csr_matrix
-    """N x V: idf times the saturated, length-normalised term frequency (a document's)."""
-    self_scores: np.ndarray
-    """s(a, a) for each statement."""
-
-    def scores(self) -> np.ndarray:
-        """The dense N x N matrix of s(q, d): for tests and small corpora only."""
-        return (self.term_counts @ self.weights.T).toarray()
-
-
-def bm25(documents: Sequence[Sequence[str]]) -> Bm25:
-    """Index tokenized statements with rank_bm25's BM25Okapi formula."""
-    counts = _term_counts(documents)
-    n = counts.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(counts.indptr))
-    lengths = np.asarray(counts.sum(axis=1)).ravel()
-    average_length = lengths.mean() if n else 0.0
-    frequency = counts.data
-    norm = K1 * (1 - B + B * lengths[rows] / average_length)
-    saturated = frequency * (K1 + 1) / (frequency + norm)
-    # The weights share the counts' sparsity structure: row j's terms are at the same places.
-    weights = sp.csr_matrix(
-        (_idf(counts)[counts.indices] * saturated, counts.indices, counts.indptr),
-        shape=counts.shape,
-    )
-    self_scores = np.bincount(rows, weights=frequency * weights.data, minlength=n).astype(float)
-    return Bm25(counts, weights, self_scores)
-
-
-def _term_counts(documents: Sequence[Sequence[str]]) -> sp.csr_matrix:
-    vocabulary: dict[str, int] = {}
-    ids = [vocabulary.setdefault(token, len(vocabulary)) for doc in documents for token in doc]
-    rows = np.repeat(np.arange(len(documents)), [len(doc) for doc in documents])
-    counts = sp.csr_matrix(
-        (np.ones(len(ids)), (rows, np.array(ids, dtype=np.int64))),
-        shape=(len(documents), len(vocabulary)),
-    )
-    counts.sum_duplicates()
-    return counts
-
-
-def _idf(counts: sp.csr_matrix) -> np.ndarray:
-    """Okapi idf; a term in more than half the statements gets epsilon times the mean idf."""
-    n = counts.shape[0]
-    frequency = np.bincount(counts.indices, minlength=counts.shape[1])
-    idf = np.log(n - frequency + 0.5) - np.log(frequency + 0.5)
-    if idf.size:
-        idf[idf < 0] = EPSILON * idf.mean()
-    return idf
 
 
 class Similarity:

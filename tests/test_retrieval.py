@@ -3,6 +3,9 @@ the bundled all-MiniLM-L6-v2 (loaded once per test run)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,19 +14,15 @@ import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
 from sqlalchemy.orm import Session
 
+from app.availability import availability
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ObjectEmbedding, SourceFile, Theorem
 from app.dictionary import ORDER_STRIDE
-from app.retrieval import (
-    Embedder,
-    EmbeddingSettings,
-    Retriever,
-    VectorSpace,
-    availability,
-    embedder,
-    entry_text,
-)
+from app.embedding import Embedder, EmbeddingSettings, embedder
+from app.entries import EntryFacts, dense_text, lexical_text, lexical_tokens
+from app.retrieval import Retriever
+from app.vectors import VectorSpace
 
 # (file, byte offset, short name, docstring); file `b` holds the theorem at byte 5000.
 OBJECTS = [
@@ -55,8 +54,8 @@ THEOREM = "lib.b.dvdn_trans"
 THEOREM_BYTE = 5000
 AVAILABLE = {"addnC", "addnA", "muln0", "leq_trans", "subnn", "ltnS", "odd_double"}
 AVAILABLE |= {"size_cat", "rev_rev", "mem_cat", "nth_default", "dvdn_add", "dvdn_mull"}
-AVAILABLE |= {"modn_small"}
-"""What a proof of the theorem may use (and is embedded: `no_doc` has no docstring)."""
+AVAILABLE |= {"modn_small", "no_doc"}
+"""What a proof of the theorem may use (every entry is embedded, `no_doc` too)."""
 
 
 @dataclass(frozen=True)
@@ -72,13 +71,16 @@ def minilm() -> Embedder:
     return embedder(EmbeddingSettings())
 
 
-def add_object(session: Session, file_id: int, order: int, byte: int, name: str, doc: str | None):
+def add_object(
+    session: Session, file_id: int, order: int, byte: int, name: str, doc: str | None,
+    kind: str = "thm",
+) -> LibraryObject:  # fmt: skip
     """A dictionary entry of file `file_id` (dependency order `order`) at byte `byte`."""
     logical = session.get(SourceFile, file_id).logical_path
     row = LibraryObject(
         file_id=file_id,
         fqn=f"{logical}.{name}",
-        kind="thm",
+        kind=kind,
         name=name,
         fullname=f"Lemma {name} : statement of {name}.",
         library_order=order * ORDER_STRIDE + byte,
@@ -243,7 +245,7 @@ def test_ranks_inside_and_beyond_k_and_of_unavailable_targets(
     full = retriever.search(query, 50, theorem)
     assert far.rank == _names(full).index("modn_small") + 1 > 3
     assert retriever.lookup([query], 3, theorem, "lib.b.gcdnC")[0].rank is None  # later
-    assert retriever.lookup([query], 3, theorem, "lib.a.no_doc")[0].rank is None  # no docstring
+    assert retriever.lookup([query], 3, theorem, "lib.a.no_doc")[0].rank > 3  # no docstring
 
 
 def test_only_changed_texts_are_embedded_again(
@@ -256,14 +258,14 @@ def test_only_changed_texts_are_embedded_again(
         rows["no_doc"].docstring, rows["no_doc"].docstring_source = "Written by step 6.", "llm"
         rows["subnn"].docstring = None
     report = retriever.sync()
-    assert (report.embedded, report.removed) == (2, 1)
+    assert (report.entries, report.embedded) == (len(OBJECTS), 3)
     with db.session_factory()() as session:
         stored = session.execute(
-            sa.select(LibraryObject.name, ObjectEmbedding.text_hash, LibraryObject.docstring)
+            sa.select(LibraryObject.name)
             .join(ObjectEmbedding, ObjectEmbedding.object_id == LibraryObject.id)
             .where(LibraryObject.name.in_(["addnC", "no_doc", "subnn"]))
-        ).all()
-    assert {name for name, *_ in stored} == {"addnC", "no_doc"}
+        ).scalars()
+        assert set(stored) == {"addnC", "no_doc", "subnn"}
     assert retriever.sync().embedded == 0
 
 
@@ -294,9 +296,9 @@ def test_exact_searches_rank_as_numpy_does_and_break_ties_by_entry(
     """What the pipeline searches with: the same results whatever the index holds."""
     doc = "The same words twice give the same vector, so equally near entries."
     with db.session_factory().begin() as session:
-        for name in ("twin_b", "twin_a"):  # the same sentence too: the same embedded text
-            add_object(session, small_library.files["a"], 0, 900, name, doc).fullname = None
-    exact = Retriever(minilm, db.engine(), exact=True)
+        for kind in ("prf", "thm"):  # the same name and sentence: the same embedded text
+            add_object(session, small_library.files["a"], 0, 900, "twin", doc, kind).fullname = None
+    exact = Retriever(minilm, db.engine(), mode="dense")
     exact.sync()
     theorem = _availability(small_library.theorem_id)
     with db.engine().connect() as connection:
@@ -319,13 +321,35 @@ def test_exact_searches_rank_as_numpy_does_and_break_ties_by_entry(
         names = _names(exact.search(query, 4, theorem))
         assert names == [name for _, name in expected[:4]], query
     twins = [hit.entry for hit in exact.search(doc, 2, theorem)]
-    assert {e.name for e in twins} == {"twin_a", "twin_b"} and twins[0].id < twins[1].id
+    assert {e.kind for e in twins} == {"thm", "prf"} and twins[0].id < twins[1].id
 
 
-def test_entry_text_keeps_the_docstring_after_a_long_sentence() -> None:
-    text = entry_text("Lemma x : " + "a + " * 500 + "b.", "The docstring.")
-    assert text.endswith("\nThe docstring.") and len(text) < 450
-    assert entry_text("Lemma x :\n a.", "Lemma x : a.") == "Lemma x : a."
+def _facts(name: str, fullname: str, docstring: str | None = None, source: str | None = None):
+    return EntryFacts(1, f"lib.{name}", "thm", name, fullname, docstring, source)
+
+
+def test_an_entry_text_glosses_the_name_then_says_what_it_means() -> None:
+    long = _facts("addnA", "Lemma addnA : associative addn.", "The docstring. " * 40, "header")
+    text = dense_text(long)
+    assert text.startswith("addnA: addition of natural numbers, associativity\nThe docstring.")
+    assert len(text) == 200
+    size = _facts("size_cat", "Lemma size_cat s1 s2 : size (s1 ++ s2) = size s1 + size s2.")
+    assert dense_text(size) == (
+        "size_cat: size of a sequence; concatenation of sequences\n"
+        "Lemma about size of a sequence and concatenation of sequences: an equation "
+        "involving sum."
+    )
+    headers = {"size": "size s == the number of items in s"}
+    lexical = lexical_text(size, headers).split("\n")
+    assert "size (s1 ++ s2) = size s1 + size s2" in lexical and headers["size"] in lexical
+    assert "length of a list" in lexical  # a synonym of what the name says
+
+
+def test_lexical_terms_split_identifiers_and_are_stemmed() -> None:
+    assert lexical_tokens("The remainders of modnD: (m + n) %% d") == [
+        "remaind", "modnd", "modn", "d", "+", "%%", "d",
+    ]  # fmt: skip
+    assert lexical_tokens("swapping") == lexical_tokens("swap")
 
 
 def test_large_models_are_indexed_as_halfvec_or_scanned_exactly() -> None:
@@ -333,3 +357,90 @@ def test_large_models_are_indexed_as_halfvec_or_scanned_exactly() -> None:
     assert VectorSpace("Qwen/Qwen3-Embedding-4B", 2560).cast == "halfvec(2560)"
     assert VectorSpace("huge", 5000).index_type is None
     assert len(VectorSpace("x" * 200, 4096).index_name) <= 63
+
+
+def test_an_entry_without_docstring_is_found_by_what_its_name_and_statement_say(
+    small_library: SmallLibrary, minilm: Embedder
+) -> None:
+    with db.session_factory().begin() as session:
+        row = add_object(session, small_library.files["a"], 0, 1300, "modnD", None)
+        row.fullname = "Lemma modnD m n d : 0 < d -> (m + n) %% d = m %% d + n %% d - d."
+    found = Retriever(minilm, db.engine())
+    found.sync()
+    theorem = _availability(small_library.theorem_id)
+    for query in ("remainder of a sum", "the modulo of a sum"):
+        assert "modnD" in _names(found.search(query, 3, theorem)), query
+
+
+def test_the_hybrid_ranking_fuses_the_dense_and_lexical_ones_by_reciprocal_rank(
+    small_library: SmallLibrary, retriever: Retriever, minilm: Embedder
+) -> None:
+    theorem = _availability(small_library.theorem_id)
+    query = "sum of the sizes of two sequences"
+    ranked = {
+        mode: Retriever(minilm, db.engine(), mode).search(query, 50, theorem)
+        for mode in ("dense", "lexical", "hybrid")
+    }
+    assert set(_names(ranked["hybrid"])) == AVAILABLE
+    fused: dict[int, float] = {hit.entry.id: 0.0 for hit in ranked["dense"]}
+    for mode in ("dense", "lexical"):
+        for rank, hit in enumerate(ranked[mode], 1):
+            if mode == "dense" or hit.score > 0:
+                fused[hit.entry.id] += 1 / (60 + rank)
+    expected = sorted(fused, key=lambda key: (-round(fused[key], 12), key))
+    assert [hit.entry.id for hit in ranked["hybrid"]] == expected
+    assert _names(ranked["lexical"])[0] == "size_cat"
+    assert [hit.score for hit in ranked["hybrid"]] == pytest.approx(
+        [fused[key] for key in expected]
+    )
+
+
+def test_a_search_sees_a_docstring_written_after_its_index_was_loaded(
+    small_library: SmallLibrary, retriever: Retriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index in memory follows the stored embeddings (checked again after a while)."""
+    from app import search_index
+
+    theorem = _availability(small_library.theorem_id)
+    query = "a quantity that is unrelated to everything else here, like a zebra"
+    assert _names(retriever.search(query, 1, theorem)) != ["no_doc"]
+    with db.session_factory().begin() as session:
+        row = session.execute(
+            sa.select(LibraryObject).where(LibraryObject.name == "no_doc")
+        ).scalar_one()
+        row.docstring, row.docstring_source = "A zebra, unrelated to everything else.", "llm"
+    retriever.sync()
+    monkeypatch.setattr(search_index, "RECHECK_SECONDS", 0.0)
+    assert _names(retriever.search(query, 1, theorem)) == ["no_doc"]
+
+
+def _rocqcot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_rocqcot_search_answers_a_query_and_a_file_of_queries(
+    small_library: SmallLibrary, subprocess_env: dict[str, str], tmp_path
+) -> None:
+    one = _rocqcot(subprocess_env, "search", "reversing a list twice", "--k", "3", "--json")
+    assert one.returncode == 0, one.stderr
+    answer = json.loads(one.stdout)
+    assert answer["query"] == "reversing a list twice" and len(answer["hits"]) == 3
+    first = answer["hits"][0]
+    assert (first["rank"], first["fqn"], first["kind"]) == (1, "lib.a.rev_rev", "thm")
+    assert first["statement"] == "Lemma rev_rev : statement of rev_rev." and first["score"] > 0
+    queries = tmp_path / "queries.txt"
+    queries.write_text("greatest common divisor\n\nprime numbers that are even\n")
+    lines = _rocqcot(subprocess_env, "search", "--file", str(queries), "--k", "2").stdout
+    answers = [json.loads(line) for line in lines.splitlines()]
+    assert [a["query"] for a in answers] == [
+        "greatest common divisor",
+        "prime numbers that are even",
+    ]
+    assert answers[0]["hits"][0]["fqn"] == "lib.b.gcdnC"
+    assert answers[1]["hits"][0]["fqn"] == "lib.c.even_prime"
+    text = _rocqcot(subprocess_env, "search", "the size of a concatenation").stdout
+    assert text.splitlines()[0].startswith("  1. lib.a.size_cat (thm)")
+    neither = _rocqcot(subprocess_env, "search")
+    assert neither.returncode == 1 and "give either a QUERY or --file FILE" in neither.stderr

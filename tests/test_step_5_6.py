@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from app import cot, llm
+from app import cot, describe, llm
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Annotation, Cot, LibraryObject, ProofStep, Theorem
@@ -157,7 +157,12 @@ def test_offline_cots_parse_and_their_scripts_are_the_chains(evaluated, no_endpo
     assert scripts == ["rewrite addnA.", "by rewrite [m + n]addnC -addnA."]
     searches = [b for b in plain if b.kind == "search"]
     assert [s.target for s in searches] == ["lib.a.addnA", "lib.a.addnC"]
-    assert searches[0].content == ADDNA["info"]["docstring"] and "addnC" not in searches[1].content
+    # The describer's words, seeded by theorem and target: not the target's docstring.
+    assert searches[0].content == describe.query(
+        "thm", "addnA", "associative addn", "lib.a.addnCA3:lib.a.addnA"
+    )
+    assert searches[0].content != ADDNA["info"]["docstring"]
+    assert "addnC" not in searches[1].content and "commutative addn" not in searches[1].content
     have = [cot.Block.from_json(b) for b in rows["lib.a.foo"].blocks]
     at = [b.kind for b in have].index("have")
     assert have[at].content == "have h : n + 0 = n." and have[at - 2].kind == "search"
@@ -379,3 +384,27 @@ def test_check_cot_finds_changed_dropped_invented_and_unsearched_code(evaluated)
     for reason, blocks in cases.items():
         with pytest.raises(cot.CotError, match=reason):
             cot.check_cot(blocks, item)
+
+
+def test_step_6_all_writes_every_missing_docstring_after_an_estimate(
+    evaluated, monkeypatch, capsys
+) -> None:
+    """The LLM4Docq-style dictionary: entries no CoT searches get a docstring too, never
+    forced into results."""
+    step_6.command(offline=True)
+    assert objects()["muln0"].docstring is None, "not searched: no docstring without --all"
+    step_5.command(offline=True)
+    with LlmServer(responder(all_inputs(), [])) as server:
+        use_server(monkeypatch, server)
+        step_6.command(all_entries=True, max_workers=2)
+        missing = [o for o in objects().values() if o.docstring_source == "llm"]
+        failed = [(o.name, o.error) for o in objects().values() if o.status == Status.failed]
+        assert not failed
+        assert server.count == len(missing) >= 3
+    out = capsys.readouterr().out
+    assert f"step 6: {len(missing)} entries without a docstring: about " in out
+    entries = objects()
+    assert entries["muln0"].docstring == "A fact about natural numbers."
+    assert not entries["muln0"].force_result
+    assert entries["addnC"].force_result and entries["addnC"].docstring_source == "llm"
+    assert entries["addnA"].docstring_source is None  # it had one already

@@ -11,7 +11,8 @@ from app import llm
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Cot, LibraryObject, SearchBlock, SearchQuery, Theorem
-from app.retrieval import Entry, Retrievers
+from app.retrieval import Retrievers
+from app.search_index import Entry
 from app.steps import step_7, step_8
 from app.steps.step_7 import RepairInput, Target, parse_repair
 from app.steps.step_8 import BestInput, BestQueryParams, best_position, seeded_position

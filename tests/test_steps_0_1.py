@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app.availability import availability
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ProofStep, SourceFile, Theorem
-from app.retrieval import EmbeddingSettings, Retriever, availability, embedder
+from app.embedding import EmbeddingSettings, embedder
+from app.retrieval import Retriever
 from app.rocq.build import dependencies
 from app.rocq.toolchain import Toolchain, current
 from app.steps import step_6

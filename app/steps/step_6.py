@@ -6,26 +6,31 @@ docstrings, so a target without one could never be found. The LLM answers a JSON
 `{"docstring": …}` (the request's `response_format` carries the schema): plain language, no
 symbols, never the object's name, self-contained. Invalid JSON, or a docstring that names the
 object, is asked again, then the entry fails with the answer kept in `llm_calls`. Offline, the
-docstring is built from the statement. Either way it is stored with its source (`llm` or
-`offline`) and `force_result` set, so step 9 treats these entries like the original's did.
+docstring is the describer's (`app.describe`): what the name and statement say. Either way it
+is stored with its source (`llm` or `offline`) and `force_result` set, so step 9 treats these
+entries like the original's did.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
 import sqlalchemy as sa
+import typer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from app import llm
-from app.cot import normalized, offline_docstring
+from app.cot import normalized
 from app.db.enums import Stage
 from app.db.models import Cot, LibraryObject
+from app.describe import description
 from app.stages import StageSpec, register
 
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
@@ -57,7 +62,9 @@ Writer = Callable[[ObjectInput], DocstringResult]
 def searched_targets() -> sa.Select:
     """The fqns that some CoT's search blocks target."""
     block = sa.func.jsonb_array_elements(Cot.blocks).table_valued(sa.column("value", JSONB))
-    return sa.select(block.c.value["target"].astext).select_from(Cot).join(block, sa.true())
+    target = block.c.value["target"].astext
+    # No NULL among them: `x IN (...)` with a NULL there is NULL, not false, for the others.
+    return sa.select(target).select_from(Cot).join(block, sa.true()).where(target.is_not(None))
 
 
 def needs_docstring() -> sa.ColumnElement[bool]:
@@ -86,12 +93,22 @@ def run(item: ObjectInput, write: Writer) -> DocstringResult:
     return write(item)
 
 
+def lacks_docstring() -> sa.ColumnElement[bool]:
+    """Every entry without a docstring (`--all`): the LLM4Docq-style dictionary."""
+    return sa.func.coalesce(LibraryObject.docstring, "") == ""
+
+
 def store(session: Session, row_id: int, result: DocstringResult) -> None:
-    """The docstring, its source, and the mark that step 9 forces the entry's result."""
+    """The docstring, its source, and, for an entry some CoT searches for, the mark that step
+    9 forces its result (`--all` writes for entries no CoT searches too: never forced)."""
     session.execute(
         sa.update(LibraryObject)
         .where(LibraryObject.id == row_id)
-        .values(docstring=result.docstring, docstring_source=result.source, force_result=True)
+        .values(
+            docstring=result.docstring,
+            docstring_source=result.source,
+            force_result=LibraryObject.fqn.in_(searched_targets()),
+        )
     )
 
 
@@ -128,9 +145,10 @@ def parse_docstring(text: str, name: str) -> str:
 
 
 def offline_writer(item: ObjectInput) -> DocstringResult:
-    """A docstring from the statement (or the defining sentence), without the name."""
-    statement = item.type or item.fullname or item.name
-    return DocstringResult(offline_docstring(item.kind, item.name, statement), "offline")
+    """The offline describer's description: from the name and the statement (the defining
+    sentence, else the printed type), never naming the object."""
+    statement = item.fullname or item.type or ""
+    return DocstringResult(description(item.kind, item.name, statement), "offline")
 
 
 @dataclass(frozen=True)
@@ -163,10 +181,58 @@ SPEC = register(
 )
 
 
-command = llm.step_command(
-    6, SPEC, writer_for, "docstrings written", offline_batch=32,
-    doc="Write the missing docstrings of the dependencies the CoTs search for.",
-)  # fmt: skip
+COMPLETION_TOKENS = 80
+"""A docstring's length in tokens, for the estimate of `--all` (one or two sentences)."""
+
+
+def estimate(session: Session, settings: llm.LlmSettings, ready: sa.ColumnElement[bool]) -> str:
+    """What writing the ready entries' docstrings would cost: requests, tokens (four
+    characters a token) and dollars at the configured prices; cached answers cost nothing."""
+    rows = session.execute(
+        sa.select(LibraryObject.id).where(ready).order_by(LibraryObject.library_order)
+    ).scalars()
+    prompt = requests = 0
+    for row_id in rows:
+        messages = docstring_messages(load(session, row_id))
+        prompt += sum(len(m["content"]) for m in messages) // 4
+        requests += 1
+    completion = requests * COMPLETION_TOKENS
+    usd = (
+        prompt * settings.prompt_usd_per_million + completion * settings.completion_usd_per_million
+    ) / 1e6
+    return (
+        f"step 6: {requests} entries without a docstring: about {prompt:,} prompt and "
+        f"{completion:,} completion tokens, about ${usd:.2f} at the configured prices "
+        f"(answers cached in llm_calls cost nothing; --budget-usd stops new requests)"
+    )
+
+
+def command(
+    all_entries: Annotated[
+        bool, typer.Option("--all", help="every entry without a docstring, searched or not")
+    ] = False,
+    max_workers: llm.MaxWorkersOption = None,
+    mean_delay: llm.MeanDelayOption = None,
+    budget_usd: llm.BudgetOption = None,
+    config: llm.ConfigOption = None,
+    base_url: llm.BaseUrlOption = None,
+    model: llm.ModelOption = None,
+    offline: llm.OfflineOption = False,
+) -> None:
+    """Write the missing docstrings of the dependencies the CoTs search for (`--all`: of every
+    dictionary entry, after an estimate of the cost)."""
+    from app.db.engine import ensure_schema, session_factory
+
+    flags = llm.StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
+    spec = SPEC
+    if all_entries:
+        ensure_schema()
+        spec = dataclasses.replace(SPEC, ready_filter=lacks_docstring)
+        settings = llm.load_settings(6, config, offline, base_url=base_url, model=model)
+        with session_factory()() as session:
+            typer.echo(estimate(session, settings, lacks_docstring()))
+    report = llm.run_llm_step(6, spec, writer_for, flags, offline_batch=32)
+    typer.echo(report.line(6, "docstrings written"))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import llm
+from app import describe, llm
+from app.availability import Availability, availability
 from app.cot import OFFLINE, normalized, without_name
 from app.db import queue
 from app.db.enums import Stage, Status
@@ -47,15 +48,10 @@ from app.db.models import (
     SourceFile,
     Theorem,
 )
-from app.retrieval import (
-    DEFAULT_MODEL,
-    Availability,
-    Entry,
-    Hit,
-    Lookup,
-    Retrievers,
-    availability,
-)
+from app.describe import description
+from app.embedding import DEFAULT_MODEL
+from app.retrieval import Lookup, Retrievers
+from app.search_index import Entry, Hit
 from app.stages import StageSpec, register
 
 DEFAULT_TOP_K = 10
@@ -159,7 +155,7 @@ class Target:
 
     fqn: str
     entry: Entry | None
-    """Its dictionary entry with a docstring, if it has one."""
+    """Its dictionary entry, if the dictionary has it."""
     forced: bool
     """Its docstring was written by step 6: it is put in the results when missed."""
 
@@ -185,7 +181,8 @@ class SearchOutcome:
 
 
 def load_target(session: Session, fqn: str | None) -> Target | None:
-    """The target's entry (the one with a docstring first, then the earliest)."""
+    """The target's entry (the one with a docstring first, then the earliest); one without
+    a docstring says what the describer says of it."""
     if fqn is None:
         return None
     row = session.execute(
@@ -194,9 +191,10 @@ def load_target(session: Session, fqn: str | None) -> Target | None:
         .order_by(sa.func.coalesce(LibraryObject.docstring, "") == "", LibraryObject.library_order)
         .limit(1)
     ).scalar()
-    if row is None or not row.docstring:
+    if row is None:
         return Target(fqn, None, False)
-    entry = Entry(row.id, row.fqn, row.kind, row.name, row.fullname, row.docstring)
+    said = row.docstring or description(row.kind, row.name, row.fullname or "")
+    entry = Entry(row.id, row.fqn, row.kind, row.name, row.fullname, said)
     return Target(fqn, entry, row.force_result)
 
 
@@ -484,28 +482,32 @@ def content_words(text: str, name: str = "") -> list[str]:
 
 
 def offline_repair(item: RepairInput) -> Repair:
-    """Five deterministic queries from the goal and the target's docstring words."""
+    """Five deterministic queries: for a target, five more of the describer's paraphrases
+    of it (seeded by the failed query, never its docstring's sentence); before a have, from
+    the goal's words."""
     name = item.target.fqn.rsplit(".", 1)[-1] if item.target else ""
     goal = content_words(item.goal, name)
     entry = item.target.entry if item.target else None
-    doc = content_words(entry.docstring, name) if entry else content_words(item.query)
-    drafts = [
-        doc[:8],
-        doc[:5] + goal[:3],
-        doc[2:10],
-        ["fact", "about", *goal[:6]],
-        content_words(item.query, name)[:6] + doc[:4],
-    ]
-    queries = tuple(" ".join(words) if len(words) > 2 else item.query for words in drafts)
+    if entry is not None:
+        queries = tuple(
+            describe.query(entry.kind, entry.name, entry.fullname or "", f"{item.query}:{i}")
+            for i in range(1, REPAIRS + 1)
+        )
+    else:
+        words = content_words(item.query)
+        drafts = [words[:8], words[:5] + goal[:3], ["fact", "about", *goal[:6]], goal[:8]]
+        drafts.append(goal[2:10])
+        queries = tuple(" ".join(w) if len(w) > 2 else item.query for w in drafts)
     if entry is None:
         think = (
             f'The search "{item.query}" returns nothing that states the fact I need; '
             f"I describe it through the notions of the goal: {', '.join(goal[:6])}."
         )
     else:
+        topic = describe.gist(entry.kind, entry.name, entry.fullname or "").topic
         think = (
             f'The search "{item.query}" does not return the fact I need among its first '
-            f"results; it is about {', '.join(doc[:6])}, and the query should say so."
+            f"results; it is about {topic}, and the query should say so."
         )
     return Repair(think, queries, OFFLINE)
 

@@ -28,9 +28,11 @@ import sqlalchemy as sa
 import typer
 from sqlalchemy.orm import Session
 
+from app.availability import Availability, availability
 from app.db.enums import Stage
 from app.db.models import Cot, SearchBlock, SearchQuery, Theorem
-from app.retrieval import DEFAULT_MODEL, Availability, Retrievers, availability
+from app.embedding import DEFAULT_MODEL
+from app.retrieval import Retrievers
 from app.stages import StageSpec, register
 from app.steps.step_7 import (
     DEFAULT_TOP_K,
