@@ -241,9 +241,9 @@ def test_a_run_whose_rocq_processes_are_killed_and_frozen_writes_the_same_datase
                 if child.pid not in seen:
                     seen.add(child.pid)
                     time.sleep(0.3)  # let it load its file and start working
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        child.send_signal(fault := faults.pop(0))
-                        hit.append(fault.name)
+                    with contextlib.suppress(psutil.NoSuchProcess):  # a short-lived one
+                        child.send_signal(faults[0])
+                        hit.append(faults.pop(0).name)
                     break
             time.sleep(0.02)
         finish(process, lines)
