@@ -66,7 +66,8 @@ _KEYWORD_TEXT = """
     instantiate rename dependent vm_compute native_compute lazy decide proof
     move have suff suffices wlog without loss gen generally congr unlock under over elimtype
     goal context fresh type of constr ltac uconstr open_constr lazymatch multimatch numgoals
-    guard Proof Qed Defined Admitted
+    guard Proof Qed Defined Admitted beta delta iota zeta head native_cast_no_check vm_cast_no_check
+    setoid_rewrite autorewrite autounfold typeclasses eauto_with hint_db core arith zarith bool
 """
 KEYWORDS = frozenset(_KEYWORD_TEXT.split())
 """Rocq's and SSReflect's tactic language and term keywords."""
@@ -77,7 +78,7 @@ class Unintroduced:
     """A name a code block uses that nothing before it introduces."""
 
     block: int
-    """The block's 1-based place in the example."""
+    """The block's 1-based place among the example's code (script and have) blocks."""
     kind: str
     name: str
 
@@ -130,14 +131,17 @@ def unintroduced(
     the example that trained on it, where its context was)."""
     known = words(prompt) | KEYWORDS | {part for name in library for part in words(name)}
     problems: list[Unintroduced] = []
-    for number, block in enumerate(blocks, 1):
-        if block.kind in CODE_KINDS and (trained is None or trained[number - 1]):
+    code_number = 0  # blocks are numbered among code blocks, as `verify` numbers them
+    for index, block in enumerate(blocks):
+        if block.kind in CODE_KINDS:
+            code_number += 1
+        if block.kind in CODE_KINDS and (trained is None or trained[index]):
             code = shown_code(block.content)
             own = _binders(code)
             for token in _IDENT.findall(_STRING.sub(" ", code)):
                 last = token.rpartition(".")[2]
                 if token.strip("_") and not ({token, last} & (known | own)):
-                    problems.append(Unintroduced(number, block.kind, token))
+                    problems.append(Unintroduced(code_number, block.kind, token))
                     known.add(token)
         known |= words(block.content)
     return problems

@@ -277,11 +277,13 @@ def verify_examples(
         if name not in starts
         for e in groups[name]
     ]
-    failures += identifier_failures(db_session, examples)
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         for found in pool.map(_verify_file, _by_file(starts, groups)):
             failures += found
-    return failures
+    # One reason an example: a refused or failing replay says more than a name.
+    failing = {(failure.name, failure.index) for failure in failures}
+    named = identifier_failures(db_session, examples)
+    return failures + [f for f in named if (f.name, f.index) not in failing]
 
 
 # --- The report -------------------------------------------------------------------------------

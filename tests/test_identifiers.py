@@ -23,9 +23,9 @@ def names(prompt: str, blocks: list[Block], library: set[str] = frozenset(), tra
 
 def test_a_section_hypothesis_must_be_in_the_prompt() -> None:
     assert names(WITH_SECTION, SCRIPT) == []
-    assert names(WITHOUT_SECTION, SCRIPT) == [(3, "dec")]
+    assert names(WITHOUT_SECTION, SCRIPT) == [(2, "dec")]
     problem = unintroduced(WITHOUT_SECTION, SCRIPT, ())[0]
-    assert problem.reason() == "script block 3 uses `dec`, which nothing before it introduces"
+    assert problem.reason() == "script block 2 uses `dec`, which nothing before it introduces"
 
 
 def test_binders_of_the_block_introduce_names() -> None:

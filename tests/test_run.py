@@ -175,20 +175,12 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
     ]
     path = example_file(connected, "bad.jsonl", examples)
     result = connected.rocqcot("verify", "--input", str(path))
-    assert result.returncode == 1 and "7 examples do not re-check" in result.stderr
+    assert result.returncode == 1 and "5 examples do not re-check" in result.stderr
     report = json.loads(path.with_name("bad_verify.json").read_text())
-    unintroduced = {
-        f["name"].rpartition(".")[2]: f["reason"]
-        for f in report["failures"]
-        if f["reason"].endswith("which nothing before it introduces")
-    }
-    assert set(unintroduced) == {"anon", "branchy"}  # the identifier check, before any replay
-    assert "`nosuchlemma`" in unintroduced["anon"] and "uses `e`" in unintroduced["branchy"]
-    reasons = {
-        f["name"].rpartition(".")[2]: f["reason"]
-        for f in report["failures"]
-        if f["reason"] not in unintroduced.values()
-    }
+    # One reason an example: a replay that fails says more than the identifier check, which
+    # also flags `nosuchlemma` (anon) and `e` (branchy, its haves swapped away).
+    reasons = {f["name"].rpartition(".")[2]: f["reason"] for f in report["failures"]}
+    assert len(reasons) == len(report["failures"])
     assert set(reasons) == {"anon", "dk_pos", "branchy", "split_me", "no_such"}
     assert reasons["anon"].startswith("code block 1 `rewrite nosuchlemma.`: ")
     assert reasons["dk_pos"] == "goals remain after the last code block"
