@@ -67,7 +67,7 @@ _KEYWORD_TEXT = """
     move have suff suffices wlog without loss gen generally congr unlock under over elimtype
     goal context fresh type of constr ltac uconstr open_constr lazymatch multimatch numgoals
     guard Proof Qed Defined Admitted beta delta iota zeta head native_cast_no_check vm_cast_no_check
-    setoid_rewrite autorewrite autounfold typeclasses eauto_with hint_db core arith zarith bool
+    setoid_rewrite autorewrite autounfold typeclasses core arith zarith
 """
 KEYWORDS = frozenset(_KEYWORD_TEXT.split())
 """Rocq's and SSReflect's tactic language and term keywords."""
