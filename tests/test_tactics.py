@@ -5,11 +5,11 @@ running, is in `tests/test_run.py`."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from app.config import DEFAULT_LIBRARY
 from app.rocq.lexer import strip_comments
 from app.rocq.sentences import split_sentences
 from app.rocq.tactics import NotATactic, tactic_sentences
@@ -86,9 +86,8 @@ def test_the_refusal_names_the_sentence() -> None:
 
 def test_every_sentence_of_mathcomp_proofs_is_a_tactic() -> None:
     """The rule refuses no sentence of a real library's proofs (between `Proof.` and `Qed.`)."""
-    where = subprocess.run(["coqc", "-where"], capture_output=True, text=True, check=True)
     checked = 0
-    for path in sorted(Path(where.stdout.strip(), "user-contrib/mathcomp/ssreflect").glob("*.v")):
+    for path in sorted(Path(DEFAULT_LIBRARY, "ssreflect").glob("*.v")):
         data = strip_comments(path.read_text(encoding="utf-8")).encode()
         in_proof = False
         for start, end in split_sentences(data):
