@@ -228,10 +228,10 @@ def coqidetops(process: subprocess.Popen[str]) -> list[psutil.Process]:
 def test_a_run_whose_rocq_processes_are_killed_and_frozen_writes_the_same_dataset(
     library: Path, reference: bytes, project_root_module: Path
 ) -> None:
-    """Each new coqidetop of the run (in the have search and the evaluation) meets the next
-    fault a moment after it starts: killed, killed, frozen (as a looping tactic leaves it: the
-    call times out and the process is replaced), killed."""
-    faults = [signal.SIGKILL, signal.SIGKILL, signal.SIGSTOP, signal.SIGKILL]
+    """Each new coqidetop of the run (the have search's, the evaluation's, the ones started
+    again) meets the next fault a moment after it starts: frozen (as a looping tactic leaves
+    it: the call times out and the process is replaced), killed, killed."""
+    faults = [signal.SIGSTOP, signal.SIGKILL, signal.SIGKILL]
     with embedded_home(project_root_module) as home:
         process, lines = start_run(home, library)
         seen: set[int] = set()
@@ -248,6 +248,6 @@ def test_a_run_whose_rocq_processes_are_killed_and_frozen_writes_the_same_datase
             time.sleep(0.02)
         finish(process, lines)
         print(f"coqidetop faults: {hit}")
-        assert len(hit) >= 3, hit
+        assert len(hit) >= 2, hit
         assert (home.path / DATASET).read_bytes() == reference
         assert running_rows(home) == 0

@@ -42,6 +42,8 @@ def server():
 
 
 def recorded() -> list[LlmCall]:
+    """The recorded calls, once the records on their way are in."""
+    llm.shared_cache().flush()
     with db.session_factory()() as session:
         return list(session.execute(sa.select(LlmCall).order_by(LlmCall.id)).scalars())
 
