@@ -161,6 +161,8 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
     wrong[first] = Marked(Block("script", "rewrite nosuchlemma."), False)
     last = max(i for i, m in enumerate(dk_pos.blocks) if m.block.kind == "script")
     swapped = tuple(reversed([m for m in branchy.blocks if m.block.kind in ("script", "have")]))
+    unnamed = Marked(Block("script", "try exact never_named_xyz."), False)  # Rocq runs it
+    bullets = cot_of("demo.proofs.bullets").blocks
     split_me = [
         Marked(Block("have", "have h : n <= n."), False) if m.block.kind == "have" else m
         for m in cot_of("demo.proofs.split_me").blocks
@@ -172,15 +174,21 @@ def test_verify_reports_what_does_not_recheck(connected: Workspace) -> None:
         TrainingExample("demo.proofs.split_me", 0, "", "", tuple(split_me)),
         TrainingExample("demo.proofs.bullets", 0, "", "", cot_of("demo.proofs.bullets").blocks),
         TrainingExample("demo.proofs.no_such", 0, "", "", anon.blocks),
+        TrainingExample("demo.proofs.bullets", 1, "", "", (unnamed, *bullets)),  # replays
     ]
     path = example_file(connected, "bad.jsonl", examples)
     result = connected.rocqcot("verify", "--input", str(path))
-    assert result.returncode == 1 and "5 examples do not re-check" in result.stderr
+    assert result.returncode == 1 and "6 examples do not re-check" in result.stderr
     report = json.loads(path.with_name("bad_verify.json").read_text())
     # One reason an example: a replay that fails says more than the identifier check, which
-    # also flags `nosuchlemma` (anon) and `e` (branchy, its haves swapped away).
-    reasons = {f["name"].rpartition(".")[2]: f["reason"] for f in report["failures"]}
-    assert len(reasons) == len(report["failures"])
+    # also flags `nosuchlemma` (anon) and `e` (branchy, its haves swapped away); an example
+    # that replays fails on a name nothing introduces.
+    failures = {(f["name"].rpartition(".")[2], f["index"]): f["reason"] for f in report["failures"]}
+    assert len(failures) == len(report["failures"])
+    assert failures[("bullets", 1)] == (
+        "script block 1 uses `never_named_xyz`, which nothing before it introduces"
+    )
+    reasons = {name: reason for (name, index), reason in failures.items() if index == 0}
     assert set(reasons) == {"anon", "dk_pos", "branchy", "split_me", "no_such"}
     assert reasons["anon"].startswith("code block 1 `rewrite nosuchlemma.`: ")
     assert reasons["dk_pos"] == "goals remain after the last code block"
