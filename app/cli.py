@@ -29,6 +29,7 @@ from app.options import RocqBin, use_rocq
 from app.plural import plural
 from app.progress import StepProgress
 from app.steps import STEPS, StepInfo, step_module
+from app.steps.step_3 import KHaveOption, KWoHaveOption
 
 DATASET_DIR = Path("export/dataset")
 DATASET_FILE = "train.jsonl"
@@ -283,13 +284,8 @@ def run(
     ] = None,
     prefix: Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")] = None,
     jobs: Annotated[int | None, typer.Option(help="parallel Rocq processes [cores]")] = None,
-    k_have: Annotated[
-        int | None,
-        typer.Option(min=0, help="theorems to pick with haves [1 in 80 of the library's, 10-500]"),
-    ] = None,
-    k_wo_have: Annotated[
-        int | None, typer.Option(min=0, help="theorems to pick without haves [as --k-have]")
-    ] = None,
+    k_have: KHaveOption = None,
+    k_wo_have: KWoHaveOption = None,
     base_url: Annotated[
         str | None, typer.Option(help="an OpenAI-compatible endpoint [ROCQCOT_LLM_BASE_URL]")
     ] = None,

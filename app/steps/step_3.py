@@ -247,14 +247,18 @@ def library_size_k(session: Session) -> int:
     return max(low, min(high, round(theorems / SIZE_SHARE)))
 
 
+KHaveOption = Annotated[
+    int | None,
+    typer.Option(min=0, help="theorems to pick with haves [1 in 80 of the library's, 10-500]"),
+]
+KWoHaveOption = Annotated[
+    int | None, typer.Option(min=0, help="theorems to pick without haves [as --k-have]")
+]
+
+
 def command(
-    k_have: Annotated[
-        int | None,
-        typer.Option(min=0, help="theorems to pick with haves [1 in 80 of the library's, 10-500]"),
-    ] = None,
-    k_wo_have: Annotated[
-        int | None, typer.Option(min=0, help="theorems to pick without haves [as --k-have]")
-    ] = None,
+    k_have: KHaveOption = None,
+    k_wo_have: KWoHaveOption = None,
     min_tactics: Annotated[int, typer.Option(min=0, help="fewest tactics of a candidate")] = 2,
     max_tactics: Annotated[int, typer.Option(min=0, help="most tactics of a candidate")] = 14,
     seed: Annotated[int, typer.Option(help="picks the first theorem of each pool")] = 0,
