@@ -282,8 +282,8 @@ def verify_examples(
             failures += found
     # One reason an example: a refused or failing replay says more than a name.
     failing = {(failure.name, failure.index) for failure in failures}
-    named = identifier_failures(db_session, examples)
-    return failures + [f for f in named if (f.name, f.index) not in failing]
+    replayed = [e for e in examples if (e.name, e.index) not in failing]
+    return failures + identifier_failures(db_session, replayed)
 
 
 # --- The report -------------------------------------------------------------------------------
