@@ -33,7 +33,7 @@ from pathlib import Path
 
 from app.rocq.glob import Glob, GlobFormatError, read_glob
 from app.rocq.positions import Position, SourceText, read_source
-from app.rocq.timing import Sentence, parse_timing
+from app.rocq.timing import TIMING_SUFFIX, Sentence, parse_timing
 from app.rocq.toolchain import Toolchain
 from app.rocq.toolchain import current as current_toolchain
 
@@ -443,7 +443,7 @@ def _build_keys(
     for file in files:
         source = hashlib.sha256((graph.root / file).read_bytes()).hexdigest()
         deps = sorted((dep, keys[dep]) for dep in graph.requires[file])
-        material = [version, graph.prefix, list(flags), file, source, deps]
+        material = [version, graph.prefix, [*flags, *RECORDING_FLAGS], file, source, deps]
         keys[file] = hashlib.sha256(json.dumps(material).encode()).hexdigest()
     return keys
 
@@ -451,12 +451,18 @@ def _build_keys(
 def _outputs(root: Path, file: str) -> tuple[Path, Path, Path]:
     """Where coqc writes a file's `.vo`, `.glob` and `-time` output."""
     source = root / file
-    return source.with_suffix(".vo"), source.with_suffix(".glob"), source.with_suffix(".v.timing")
+    timing = source.with_name(source.name + TIMING_SUFFIX)
+    return source.with_suffix(".vo"), source.with_suffix(".glob"), timing
 
 
 def _outputs_exist(root: Path, file: str) -> bool:
     """Whether a previous build left every output of the file in place."""
     return all(path.exists() for path in _outputs(root, file))
+
+
+RECORDING_FLAGS = ("-time", "-set", "Suggest Proof Using=yes")
+"""What every compile records beside the file (`.v.timing`): each sentence's range and time,
+and for each proof in a section the section variables it uses (`app.rocq.timing`)."""
 
 
 def _load(root: Path, file: str, library: str, key: str) -> FileResult:
@@ -474,7 +480,7 @@ def _compile(
     """Run coqc on one file and read back its sentences, glob or error (in a pool thread)."""
     _, glob_path, timing_path = _outputs(root, file)
     glob_file = glob_path.relative_to(root).as_posix()
-    arguments = ("-R", ".", prefix, *flags, "-time", "-dump-glob", glob_file, file)
+    arguments = ("-R", ".", prefix, *flags, *RECORDING_FLAGS, "-dump-glob", glob_file, file)
     command = toolchain.command("coqc", *arguments)
     started = time.monotonic()
     with timing_path.open("w", encoding="utf-8") as timing:

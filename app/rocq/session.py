@@ -3,7 +3,8 @@
 A `State` is a value: a file prefix (everything up to a sentence end) plus the texts run on top
 of it. The session keeps one coqidetop per file and one live branch of Rocq state ids; any state
 is reached from that branch by backtracking (`Edit_at`) and replaying only what is missing, so
-going from one theorem of a file to the next executes only the sentences in between.
+going from one theorem of a file to the next executes only the sentences in between. With
+`skip_proofs`, whole opaque proofs on the way run as `Admitted.` (`app.rocq.script_file`).
 
 Facts about coqidetop 8.16 this relies on (see also `protocol.py`):
 - `Add` parses only the *first* sentence of its text and silently drops the rest, so texts are
@@ -16,10 +17,8 @@ Facts about coqidetop 8.16 this relies on (see also `protocol.py`):
 
 from __future__ import annotations
 
-import bisect
 import functools
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from app.rocq.goals import Goals, Location, Message
 from app.rocq.positions import Position, SourceText
 from app.rocq.process import Coqidetop, ProcessDied, TimedOut
 from app.rocq.protocol import Err, Feedback, Ok, Protocol
+from app.rocq.script_file import ScriptFile
 from app.rocq.sentences import split_sentences
 from app.rocq.toolchain import Toolchain
 from app.rocq.toolchain import current as current_toolchain
@@ -36,15 +36,6 @@ from app.rocq.toolchain import current as current_toolchain
 DEFAULT_TIMEOUT = 40.0
 INTERRUPT_GRACE = 5.0
 """How long an interrupted command may take to stop before the process is killed."""
-
-_STATEMENT = re.compile(
-    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global|Program|Polymorphic|Monomorphic)\s+)*"
-    r"(?:Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Example|Definition|"
-    r"Fixpoint|Instance|Let)\s+([^\s(:{\[]+)"
-)
-_SCOPE = re.compile(r"(Module|Section)\s+(?:Type\s+|Import\s+|Export\s+)?([^\s.:(<]+)")
-_END = re.compile(r"End\s+([^\s.]+)")
-
 
 # --- Errors ----------------------------------------------------------------------------------
 
@@ -117,61 +108,6 @@ def _resolve(file: str | os.PathLike[str]) -> str:
     return str(Path(file).resolve())
 
 
-# --- Files -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _File:
-    """A loaded source file and its sentences (byte ranges)."""
-
-    path: str
-    source: SourceText
-    sentences: tuple[tuple[int, int], ...]
-    ends: tuple[int, ...]
-
-    @classmethod
-    def read(cls, path: str) -> _File:
-        """Load a source file and split it into sentences."""
-        source = SourceText(Path(path).read_text(encoding="utf-8"))
-        sentences = tuple(split_sentences(source.data))
-        return cls(path, source, sentences, tuple(end for _, end in sentences))
-
-    def chunk(self, index: int) -> tuple[str, int]:
-        """Sentence `index` with the blanks and comments before it, and its byte offset."""
-        start = self.ends[index - 1] if index else 0
-        return self.source.byte_slice(start, self.ends[index]), start
-
-    def count_before(self, byte: int) -> int:
-        """How many sentences end at or before a byte offset."""
-        return bisect.bisect_right(self.ends, byte)
-
-    def statement(self, name: str) -> int:
-        """The index of the sentence stating theorem `name` (short or fully qualified)."""
-        parts = name.split(".")
-        found = [i for i, path in self._statements() if _names_match(path, parts)]
-        if not found:
-            raise LookupError(f"no statement of {name} in {self.path}")
-        return found[0]
-
-    def _statements(self) -> Iterator[tuple[int, list[str]]]:
-        """Index and module path (sections excluded, as in qualified names) of statements."""
-        scopes: list[tuple[str, bool]] = []
-        for index, (start, end) in enumerate(self.sentences):
-            text = self.source.byte_slice(start, end)
-            if m := _STATEMENT.match(text):
-                yield index, [name for name, module in scopes if module] + [m.group(1)]
-            elif (m := _SCOPE.match(text)) and ":=" not in text:
-                scopes.append((m.group(2), m.group(1) == "Module"))
-            elif (m := _END.match(text)) and scopes and scopes[-1][0] == m.group(1):
-                scopes.pop()
-
-
-def _names_match(path: list[str], parts: list[str]) -> bool:
-    """Whether a name given as `parts` (short, partly or fully qualified) denotes `path`."""
-    common = min(len(path), len(parts))
-    return path[-common:] == parts[-common:]
-
-
 def _chunks(source: SourceText, sentences: Sequence[tuple[int, int]]) -> Iterator[tuple[str, int]]:
     """Each sentence with the blanks and comments before it, and the byte offset it starts at.
 
@@ -199,18 +135,26 @@ class RocqSession:
         timeout: float = DEFAULT_TIMEOUT,
         toolchain: Toolchain | None = None,
         interrupt_grace: float = INTERRUPT_GRACE,
+        skip_proofs: bool = False,
     ) -> None:
         self.timeout = timeout
         self.interrupt_grace = interrupt_grace
+        self.skip_proofs = skip_proofs
+        """Whether going past a whole opaque proof of the file may run `Admitted.` instead."""
         self.toolchain = toolchain or current_toolchain()
         self._load_paths: tuple[LoadPath, ...] = ()
         self._extra_args: tuple[str, ...] = ()
-        self._file: _File | None = None
+        self._file: ScriptFile | None = None
         self._process: Coqidetop | None = None
         self._restarting = False
         self._init_sid = 0
         self._prefix: list[int] = []
-        """State id after each executed file sentence."""
+        """State id after each executed file sentence (a skipped proof's `Admitted.` for each
+        of its sentences)."""
+        self._admitted: dict[int, int] = {}
+        """The skipped proofs in the executed prefix: first sentence → `Qed.` sentence."""
+        self._skip_failed = False
+        """A file sentence failed after proofs were skipped: the file is walked in full."""
         self._steps: list[tuple[str, int]] = []
         """Texts run on top of the prefix that are live in Rocq, with their last state id."""
         self._route = 0
@@ -229,7 +173,7 @@ class RocqSession:
         The process and its executed prefix are kept when the file and arguments are unchanged.
         """
         paths = tuple(p if isinstance(p, LoadPath) else LoadPath(*p) for p in load_paths)
-        loaded = _File.read(_resolve(file))
+        loaded = ScriptFile.read(_resolve(file))
         current = self._file
         unchanged = (
             self._process is not None
@@ -239,6 +183,7 @@ class RocqSession:
         )
         if not unchanged:
             self._load_paths, self._extra_args, self._file = paths, tuple(extra_args), loaded
+            self._skip_failed = False
             self._restart(keep_prefix=False)
         return State(loaded.path, 0)
 
@@ -323,12 +268,12 @@ class RocqSession:
         """The state id at the end of the live branch."""
         return self._steps[-1][1] if self._steps else self._prefix_tip
 
-    def _current_file(self) -> _File:
+    def _current_file(self) -> ScriptFile:
         if self._file is None:
             raise RuntimeError("no file opened: call start() first")
         return self._file
 
-    def _open(self, file: str | os.PathLike[str]) -> _File:
+    def _open(self, file: str | os.PathLike[str]) -> ScriptFile:
         """The loaded file, starting it (with the current load paths) if it is another one."""
         if self._process is None or self._current_file().path != _resolve(file):
             self.start(file, self._load_paths, self._extra_args)
@@ -362,29 +307,70 @@ class RocqSession:
         return State(loaded.path, offset, goals=goals)
 
     def _move_prefix(self, count: int, fetch_goals: bool = False) -> Goals | None:
-        """Backtrack or extend the executed file prefix to its first `count` sentences.
-
-        Each new sentence is sent with a Status (or a Goal, for the last one if `fetch_goals`)
-        that executes it before the next is added, so a slow file never makes one long call
-        and an error is charged to its sentence. Returns the goals fetched, if any.
-        """
+        """Backtrack or extend the executed file prefix to its first `count` sentences; the
+        goals after the last one if `fetch_goals` (None if it was not executed here)."""
         if self._steps or count < len(self._prefix):
-            del self._prefix[count:]
-            self._steps.clear()
-            self._edit_at(self._prefix_tip)
+            self._cut_prefix(count)
+        try:
+            return self._extend_prefix(count, fetch_goals)
+        except RocqError:
+            if not self._admitted:
+                raise
+            # A skipped proof mattered after all (a name it made, a universe): walk in full.
+            self._skip_failed = True
+            self._cut_prefix(min(self._admitted))
+            return self._extend_prefix(count, fetch_goals)
+
+    def _cut_prefix(self, count: int) -> None:
+        """Backtrack the prefix to its first `count` sentences (to a skipped proof's start if
+        `count` falls inside it: its sentences have no state of their own)."""
+        for first, qed in self._admitted.items():
+            if first < count <= qed:
+                count = first
+        del self._prefix[count:]
+        self._admitted = {f: q for f, q in self._admitted.items() if f < count}
+        self._steps.clear()
+        self._edit_at(self._prefix_tip)
+
+    def _extend_prefix(self, count: int, fetch_goals: bool) -> Goals | None:
+        """Execute the file's sentences up to the first `count`; opaque proofs wholly before
+        them run as `Admitted.` when the session skips proofs."""
         loaded, goals = self._current_file(), None
         while len(self._prefix) < count:
-            text, offset = loaded.chunk(len(self._prefix))
-            last = fetch_goals and len(self._prefix) + 1 == count
-            add = ("Add", self._protocol.add(text, self._prefix_tip, offset))
-            added, forced = self._calls(add, self._goal_call() if last else self._status_call())
-            failed = added if isinstance(added, Err) else forced
-            if isinstance(failed, Err):
-                self._edit_at(self._prefix_tip)
-                raise self._error(failed, loaded.source)
-            self._prefix.append(added.value.tip)
-            goals = forced.value if last else None
+            index = len(self._prefix)
+            proof = loaded.skippable(index, count) if self._skipping else None
+            if proof is None:
+                text, offset = loaded.chunk(index)
+                last = fetch_goals and index + 1 == count
+                sid, goals = self._execute(text, self._prefix_tip, offset, last, loaded.source)
+                self._prefix.append(sid)
+                continue
+            sid = self._prefix_tip
+            for text in proof.replacement:
+                sid, goals = self._execute(
+                    f" {text}", sid, 0, fetch_goals and proof.qed + 1 == count
+                )
+            self._prefix += [sid] * (proof.qed - index + 1)
+            self._admitted[proof.first] = proof.qed
         return goals
+
+    def _execute(
+        self, text: str, base: int, offset: int, fetch_goals: bool, source: SourceText | None = None
+    ) -> tuple[int, Goals | None]:
+        """Add one sentence after state `base` and execute it (with a Status, or a Goal that
+        fetches the goals): its state id, and the goals if fetched. One write per sentence, so
+        a slow file never makes one long call and an error is charged to its sentence."""
+        add = ("Add", self._protocol.add(text, base, offset))
+        added, forced = self._calls(add, self._goal_call() if fetch_goals else self._status_call())
+        failed = added if isinstance(added, Err) else forced
+        if isinstance(failed, Err):
+            self._edit_at(self._prefix_tip)
+            raise self._error(failed, source)
+        return added.value.tip, forced.value if fetch_goals else None
+
+    @property
+    def _skipping(self) -> bool:
+        return self.skip_proofs and not self._skip_failed
 
     def _add_and_force(self, source: SourceText) -> tuple[int, Goals, tuple[Message, ...]]:
         """Add every sentence of a text at the tip, then execute them and fetch the goals.
@@ -494,7 +480,7 @@ class RocqSession:
         args = [a for p in self._load_paths for a in p.args]
         args += [*self._extra_args, "-topfile", loaded.path]
         self._process = Coqidetop(self.toolchain.idetop, args, self._protocol)
-        self._prefix, self._steps = [], []
+        self._prefix, self._steps, self._admitted = [], [], {}
         self._restarting = True
         try:
             self._init_sid = self._checked(self._call("Init", self._protocol.init())).value

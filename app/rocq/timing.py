@@ -8,6 +8,12 @@ The numbers are UTF-8 BYTE offsets into the source, end exclusive; the bracket i
 pretty-print with `~` for spaces, so the sentence text is taken from the source instead. A
 sentence that fails is still printed (before the error), a sentence that does not parse is
 not. Output of commands such as `Check` is interleaved on the same stream and skipped.
+
+Under `Suggest Proof Using`, the `Qed.` of a proof in a section is preceded by the section
+variables the proof used, as `Proof using` commands (the first one is the exact list):
+
+    The proof of foo should start with one of the following commands:
+    Proof using H.
 """
 
 from __future__ import annotations
@@ -18,6 +24,10 @@ from dataclasses import dataclass
 from app.rocq.positions import Position, SourceText
 
 _LINE = re.compile(r"Chars (\d+) - (\d+) \[.*\] (\S+) secs \(\S*\)")
+TIMING_SUFFIX = ".timing"
+"""A compiled file's `coqc -time` output is kept beside it, as `file.v.timing`."""
+_SUGGESTION = re.compile(r"The proof of \S+ should start with one of the following commands:")
+_USING = re.compile(r"Proof using\b(.*)\.\s*")
 
 
 @dataclass(frozen=True)
@@ -66,3 +76,19 @@ def _sentence(source: SourceText, byte_start: int, byte_end: int, seconds: float
         text=source.text[char_start:char_end],
         seconds=seconds,
     )
+
+
+def proofs_using(output: str) -> dict[int, str]:
+    """The section variables each proof used (`Proof using` arguments), by the byte offset of
+    its `Qed.`: the next sentence timed after the suggestion."""
+    found: dict[int, str] = {}
+    lines = iter(output.splitlines())
+    pending: str | None = None
+    for line in lines:
+        if _SUGGESTION.fullmatch(line.strip()):
+            using = _USING.fullmatch(next(lines, "").strip())
+            pending = using[1].strip() if using else None
+        elif (match := _LINE.fullmatch(line)) and pending is not None:
+            found[int(match[1])] = pending
+            pending = None
+    return found

@@ -35,6 +35,7 @@ from app.db.models import Library, SourceFile
 from app.errors import RocqcotError
 from app.options import RocqBin, use_rocq
 from app.rocq.build import (
+    RECORDING_FLAGS,
     BuildResult,
     BuildStatus,
     DependencyGraph,
@@ -108,9 +109,9 @@ def is_kept(path: Path) -> bool:
 
 
 def input_fingerprint(input_path: Path) -> str:
-    """A hash of the kept files' paths and contents, and of the Rocq files that may be built
-    with them: a changed input (or a new Rocq) means a new build."""
-    digest = hashlib.sha256()
+    """A hash of the kept files' paths and contents, of the Rocq files that may be built with
+    them and of what a build records: a changed input (or a new Rocq) means a new build."""
+    digest = hashlib.sha256(" ".join(RECORDING_FLAGS).encode() + b"\0")
     kept = sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p))
     for root, paths in ((input_path, kept), (rocq_theories(), rocq_sources())):
         for path in paths:

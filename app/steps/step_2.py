@@ -7,8 +7,9 @@ or by the sentences that follow) becomes a delegable sub-proof, enclosed in `(*<
 
 The proof is walked in one Rocq session from the theorem's start, running exactly the
 rewritten sentences (tags are comments), so reaching `Qed.` is the re-check. A worker keeps
-its session across the theorems of a file and continues from one theorem's `Qed.` to the
-next statement, so no proof runs twice. Proofs without a candidate never reach Rocq.
+its session across the theorems of a file and goes from one theorem to the next running the
+proofs in between as `Admitted.`, so only the proofs with a candidate run: step 4 is the
+library's one full replay. Proofs without a candidate never reach Rocq.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from typing import Annotated
 import sqlalchemy as sa
 import typer
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.chains import untagged
 from app.db.enums import Stage, Status
 from app.db.models import Have, Library, SourceFile, Theorem
-from app.have_rewrite import HaveWalk, RewriteError, patience, run_long
+from app.file_claims import largest_files_first
+from app.have_rewrite import HaveWalk, RewriteError, patience
 from app.haves import (
     HaveHead,
     has_candidate,
@@ -40,7 +42,7 @@ from app.haves import (
 )
 from app.options import RocqBin, use_rocq
 from app.rocq.positions import SourceText
-from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
+from app.rocq.session import RocqError, RocqSession, State
 from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 60.0
 FILE_PATIENCE = 600.0
 """Seconds a sentence of the file as written may take (it compiled): the file's prefix, the
-text between two theorems, a failed proof gone past. `--pet-timeout` bounds proof sentences."""
+text between two theorems. `--pet-timeout` bounds proof sentences."""
 STAGE = Stage.haves.value
 
 
@@ -102,24 +104,15 @@ class Rewritten:
 # --- The worker's session --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Mark:
-    """Where a session stands after a theorem: its file, the byte after `Qed.`, the state."""
-
-    file: str
-    offset: int
-    state: State
-
-
 class FileCursor:
-    """A worker's Rocq session (started on first use) and the theorem it last finished, so
-    the next theorem of the same file continues from there instead of from the file's start."""
+    """A worker's Rocq session (started on first use), kept across the theorems it takes:
+    going from one theorem of a file to a later one runs only what lies between, whole proofs
+    as `Admitted.` (`skip_proofs`), so only the proofs with a candidate run."""
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._session: RocqSession | None = None
         self._source: tuple[str, SourceText] | None = None
-        self._mark: _Mark | None = None
 
     @property
     def started(self) -> bool:
@@ -129,36 +122,18 @@ class FileCursor:
     @property
     def session(self) -> RocqSession:
         if self._session is None:
-            self._session = RocqSession(timeout=self.timeout)
+            self._session = RocqSession(timeout=self.timeout, skip_proofs=True)
         return self._session
 
     def start(self, item: TheoremInput) -> State:
         """The state just after the theorem's statement."""
         source = self._text(item.file)
-        mark, self._mark = self._mark, None
-        if mark and mark.file == item.file and mark.offset <= item.byte_start:
-            between = source.byte_slice(mark.offset, item.statement_end)
-            state = run_long(self.session, mark.state, between, FILE_PATIENCE)
-        else:
-            self.session.start(item.file, [(item.library, item.prefix)])
-            with patience(self.session, FILE_PATIENCE):
-                state = self.session.at(item.file, source.byte_position(item.statement_end))
+        self.session.start(item.file, [(item.library, item.prefix)])
+        with patience(self.session, FILE_PATIENCE):
+            state = self.session.at(item.file, source.byte_position(item.statement_end))
         if state.goals is None or not state.goals.in_proof:
             raise RocqError(f"{item.fqn}: its statement does not open a proof")
         return state
-
-    def finished(self, item: TheoremInput, state: State) -> None:
-        """Remember the state after the theorem's `Qed.` for the next theorem of the file."""
-        self._mark = _Mark(item.file, item.byte_end, state)
-
-    def skip(self, item: TheoremInput, start: State) -> None:
-        """After a failure, go past the theorem with its proof as written (time allowed as for
-        the file), so the next theorem does not replay the file up to here."""
-        try:
-            state = run_long(self.session, start, item.proof, FILE_PATIENCE)
-        except RocqSessionError:
-            return
-        self.finished(item, state)
 
     def _text(self, file: str) -> SourceText:
         if self._source is None or self._source[0] != file:
@@ -219,15 +194,10 @@ def run(item: TheoremInput, cursor: FileCursor) -> Rewritten:
     if not has_candidate(item.proof):
         return Rewritten(item.proof, (), tactic_count(item.proof))
     start = cursor.start(item)
-    try:
-        walk = HaveWalk(cursor.session, item.fqn, item.proof, start)
-        end = walk.rewrite()
-        tagged = "".join(walk.out)
-        _check(item, tagged, start, end)
-    except Exception:
-        cursor.skip(item, start)
-        raise
-    cursor.finished(item, end)
+    walk = HaveWalk(cursor.session, item.fqn, item.proof, start)
+    end = walk.rewrite()
+    tagged = "".join(walk.out)
+    _check(item, tagged, start, end)
     haves = tuple(_record(i, head, block, item.proof) for i, (head, block) in enumerate(walk.haves))
     extra = {"stage": STAGE, "fqn": item.fqn, "haves": len(haves)}
     log.info("rewritten with %d haves", len(haves), extra=extra)
@@ -269,19 +239,6 @@ def store(session: Session, row_id: int, result: Rewritten) -> None:
     )
 
 
-def _ready() -> sa.ColumnElement[bool]:
-    """Top-level theorems of files no other worker is walking (a worker keeps a file's
-    theorems for its one session, so two sessions never both run the same file)."""
-    other = aliased(Theorem)
-    busy = sa.exists().where(
-        other.file_id == Theorem.file_id,
-        other.stage == Stage.haves,
-        other.status == Status.running,
-        other.lease_until > sa.func.now(),
-    )
-    return sa.and_(Theorem.parent_id.is_(None), ~busy)
-
-
 SPEC = register(
     StageSpec(
         stage=Stage.haves,
@@ -290,8 +247,8 @@ SPEC = register(
         load=load,
         run=run,
         store=store,
-        ready_filter=_ready,
-        order_by=lambda: [Theorem.file_id, Theorem.byte_start],
+        ready_filter=lambda: Theorem.parent_id.is_(None),
+        order_by=functools.partial(largest_files_first, Stage.haves),
         batch_size=16,
         lease_seconds=600.0,
         runs_rocq=True,

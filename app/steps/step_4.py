@@ -2,10 +2,11 @@
 
 The proof is cut into chains by `app.chains` (a tagged have is one chain, its proof hidden).
 
-One Rocq session per worker walks a file in order (theorems are claimed by file then offset,
-and a worker keeps to its file): as long as the tagged proof has the file's sentences, each
-chain's state is the file's own prefix (`at`), so the proof runs once; where step 2 rewrote the
-proof, the rest of it runs as steps on top. The section's variables are the first hypotheses of
+One Rocq session per worker walks a file in order (theorems are claimed by file, largest files
+first, then offset: `app.file_claims`), going past the proofs it does not evaluate as
+`Admitted.`: as long as the tagged proof has the file's sentences, each chain's state is the
+file's own prefix (`at`), so the proof runs once; where step 2 rewrote the proof, the rest of it
+runs as steps on top. The section's variables are the first hypotheses of
 the statement's context whose names the section declares. Dependencies are the glob references
 inside a chain's text (never hypotheses or local names), each named by its dictionary fqn (the
 glob definition's, sections left out: what the searches of the CoTs look up) and by the name
@@ -35,7 +36,7 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 import typer
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app import dictionary as dico
 from app.chains import (
@@ -51,6 +52,7 @@ from app.chains import (
 from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
 from app.dictionary import Ref
+from app.file_claims import largest_files_first
 from app.goal_diff import (
     goal_diff,
     lemma_statement,
@@ -170,7 +172,7 @@ class Replayer:
     """A worker's Rocq session, kept across the theorems of a file, and the types it printed."""
 
     def __init__(self) -> None:
-        self.session = RocqSession(timeout=DEFAULT_TIMEOUT)
+        self.session = RocqSession(timeout=DEFAULT_TIMEOUT, skip_proofs=True)
         self.opened: tuple[str, str] | None = None
         self.types: dict[str, tuple[str, str | None]] = {}
         """The name an object has at a point (its section path while open) → the name Rocq
@@ -527,24 +529,9 @@ def _upsert(table: sa.Table, keys: tuple[str, ...], columns: tuple[str, ...]) ->
 
 
 def ready() -> sa.ColumnElement[bool]:
-    """Top-level theorems that are selected (or queued by `--all`), in a file no other worker
-    is replaying: a worker keeps to its file, so no two sessions walk the same one."""
-    other = aliased(Theorem)
-    busy = (
-        sa.select(other.id)
-        .where(
-            other.file_id == Theorem.file_id,
-            other.stage == Stage.evaluate,
-            other.status == Status.running,
-            other.worker != sa.bindparam("worker_name"),
-            other.lease_until > sa.func.now(),
-        )
-        .exists()
-    )
+    """Top-level theorems that are selected (or queued by `--all`)."""
     return sa.and_(
-        Theorem.parent_id.is_(None),
-        sa.or_(Theorem.selected, Theorem.stage == Stage.evaluate),
-        ~busy,
+        Theorem.parent_id.is_(None), sa.or_(Theorem.selected, Theorem.stage == Stage.evaluate)
     )
 
 
@@ -552,11 +539,6 @@ def redone() -> sa.ColumnElement[bool]:
     """Selected theorems that step 2 redid after their source changed: they stay selected,
     and are evaluated again without waiting for a new selection."""
     return sa.and_(Theorem.stage == Stage.haves, Theorem.status == Status.done, Theorem.selected)
-
-
-def _file_order() -> list[Any]:
-    order = sa.select(SourceFile.dependency_order).where(SourceFile.id == Theorem.file_id)
-    return [order.scalar_subquery(), Theorem.byte_start]
 
 
 SPEC = register(
@@ -569,7 +551,7 @@ SPEC = register(
         store=store,
         ready_filter=ready,
         also_ready=redone,
-        order_by=_file_order,
+        order_by=functools.partial(largest_files_first, Stage.evaluate),
         batch_size=16,
         lease_seconds=600.0,
         runs_rocq=True,

@@ -1,0 +1,153 @@
+"""A source file as a session walks it: its sentences, its statements, its skippable proofs.
+
+A session reaches a point of a file by executing every sentence before it. Most of a file's
+time is its proofs, and a proof ended by `Qed.` is opaque: what comes after sees only its
+statement. So, as `coqc -vos` does, a session going past a whole proof it does not need may
+run `Admitted.` in its place (`SkippableProof`). In a section, closing it generalizes a lemma
+over the section variables its proof used (all of them for an `Admitted.` proof), so there the
+proof is skipped only as `Proof using <what it used>. Admitted.`: the list is the file's own
+`Proof using`, or what Rocq suggested when the library was built (`app.rocq.timing`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.rocq.positions import SourceText
+from app.rocq.sentences import split_sentences
+from app.rocq.timing import TIMING_SUFFIX, proofs_using
+
+_STATEMENT = re.compile(
+    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global|Program|Polymorphic|Monomorphic)\s+)*"
+    r"(?:Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Example|Definition|"
+    r"Fixpoint|Instance|Let)\s+([^\s(:{\[]+)"
+)
+_OPAQUE_STATEMENT = re.compile(
+    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global)\s+)?"
+    r"(?:Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Example)\s"
+)
+"""Statements whose proof may be skipped: never `Program`, definitions or instances."""
+_BODY_BREAK = re.compile(
+    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global|Program)\s+)*(?:Lemma|Theorem|Fact|Remark|Corollary|"
+    r"Proposition|Property|Example|Definition|Fixpoint|Instance|Let|Section|Module|End|Defined|"
+    r"Admitted|Abort|Save|Next)\b"
+)
+"""A sentence that cannot be inside a plain proof: a proof that meets one is not skipped."""
+_QED = re.compile(r"Qed\s*\.$")
+_PROOF_USING = re.compile(r"Proof\s+using\b")
+_SCOPE = re.compile(r"(Module|Section)\s+(?:Type\s+|Import\s+|Export\s+)?([^\s.:(<]+)")
+_END = re.compile(r"End\s+([^\s.]+)")
+
+
+@dataclass(frozen=True)
+class SkippableProof:
+    """The sentences `first`..`qed` (inclusive) of an opaque proof, and what replaces them."""
+
+    first: int
+    qed: int
+    replacement: tuple[str, ...]
+    """`Admitted.`, after the `Proof using` the proof needs in a section."""
+
+
+@dataclass(frozen=True)
+class ScriptFile:
+    """A loaded source file: its sentences (byte ranges), statements and skippable proofs."""
+
+    path: str
+    source: SourceText
+    sentences: tuple[tuple[int, int], ...]
+    ends: tuple[int, ...]
+    proofs: dict[int, SkippableProof]
+    """Skippable proofs by their first sentence."""
+
+    @classmethod
+    def read(cls, path: str) -> ScriptFile:
+        """Load a source file, split it into sentences and find its skippable proofs (with the
+        `Proof using` suggestions of its build, when it was built by `app.rocq.build`)."""
+        source = SourceText(Path(path).read_text(encoding="utf-8"))
+        sentences = tuple(split_sentences(source.data))
+        texts = [source.byte_slice(start, end).strip() for start, end in sentences]
+        timing = Path(path + TIMING_SUFFIX)
+        suggested = proofs_using(timing.read_text(errors="replace")) if timing.exists() else {}
+        using = {
+            i: suggested[start] for i, (start, _) in enumerate(sentences) if start in suggested
+        }
+        proofs = {p.first: p for p in _skippable_proofs(texts, using)}
+        ends = tuple(end for _, end in sentences)
+        return cls(path, source, sentences, ends, proofs)
+
+    def chunk(self, index: int) -> tuple[str, int]:
+        """Sentence `index` with the blanks and comments before it, and its byte offset."""
+        start = self.ends[index - 1] if index else 0
+        return self.source.byte_slice(start, self.ends[index]), start
+
+    def count_before(self, byte: int) -> int:
+        """How many sentences end at or before a byte offset."""
+        return bisect.bisect_right(self.ends, byte)
+
+    def skippable(self, index: int, count: int) -> SkippableProof | None:
+        """The proof starting at sentence `index` if it ends within the first `count`."""
+        proof = self.proofs.get(index)
+        return proof if proof is not None and proof.qed < count else None
+
+    def statement(self, name: str) -> int:
+        """The index of the sentence stating theorem `name` (short or fully qualified)."""
+        parts = name.split(".")
+        found = [i for i, path in self._statements() if _names_match(path, parts)]
+        if not found:
+            raise LookupError(f"no statement of {name} in {self.path}")
+        return found[0]
+
+    def _statements(self) -> Iterator[tuple[int, list[str]]]:
+        """Index and module path (sections excluded, as in qualified names) of statements."""
+        scopes: list[tuple[str, bool]] = []
+        for index, (start, end) in enumerate(self.sentences):
+            text = self.source.byte_slice(start, end)
+            if m := _STATEMENT.match(text):
+                yield index, [name for name, module in scopes if module] + [m.group(1)]
+            elif (m := _SCOPE.match(text)) and ":=" not in text:
+                scopes.append((m.group(2), m.group(1) == "Module"))
+            elif (m := _END.match(text)) and scopes and scopes[-1][0] == m.group(1):
+                scopes.pop()
+
+
+def _skippable_proofs(texts: Sequence[str], using: dict[int, str]) -> Iterator[SkippableProof]:
+    """Proofs of lemmas made of plain proof sentences up to `Qed.`, outside sections or with
+    the section variables they use known (`using`: by the index of their `Qed.`)."""
+    sections: list[tuple[str, bool]] = []
+    for index, text in enumerate(texts):
+        if (m := _SCOPE.match(text)) and ":=" not in text:
+            sections.append((m.group(2), m.group(1) == "Section"))
+        elif (m := _END.match(text)) and sections and sections[-1][0] == m.group(1):
+            sections.pop()
+        if not _OPAQUE_STATEMENT.match(text) or ":=" in text:
+            continue  # a statement with a body (or a `let`: kept simple) has no skippable proof
+        for end in range(index + 1, len(texts)):
+            if _QED.match(texts[end]):
+                replacement = _replacement(texts[index + 1], using.get(end), sections)
+                if replacement is not None:
+                    yield SkippableProof(index + 1, end, replacement)
+                break
+            if _BODY_BREAK.match(texts[end]):
+                break
+
+
+def _replacement(
+    first: str, used: str | None, sections: list[tuple[str, bool]]
+) -> tuple[str, ...] | None:
+    """What runs instead of a proof: None if its section variables are unknown."""
+    if not any(is_section for _, is_section in sections):
+        return ("Admitted.",)
+    if _PROOF_USING.match(first):
+        return (first, "Admitted.")
+    return None if used is None else (f"Proof using {used}.".replace(" .", "."), "Admitted.")
+
+
+def _names_match(path: list[str], parts: list[str]) -> bool:
+    """Whether a name given as `parts` (short, partly or fully qualified) denotes `path`."""
+    common = min(len(path), len(parts))
+    return path[-common:] == parts[-common:]
