@@ -1,6 +1,7 @@
 """Step 4 with `--all` against `coqc` of the same files, measured in one run.
 
-Run: `python -m bench.evaluate [--rocq-bin DIR] [--files seq.v div.v …] [--max-workers N]`
+Run: `python -m bench.evaluate [--rocq-bin DIR] [--files seq.v div.v …] [--max-workers N]
+[--profile]`
 (the database's toolchain) against a database
 where steps 0 and 1 ran (`ROCQCOT_HOME=/tmp/rc_ssr rocqcot run` builds MathComp's ssreflect
 part in about a minute; point `ROCQCOT_HOME` or `DATABASE_URL` at it). Every theorem of the
@@ -9,13 +10,17 @@ workers, after the dictionary is built; each file is then compiled by `coqc` wit
 path (into a temporary folder), one after the other. The step-4 rows of those files are
 replaced: run it on a database you can spare. Ratio = the whole step (dictionary and workers)
 over all `coqc` runs, wall time; with `--max-workers 1` both sides use one core. The last line
-is `RESULT evaluate_over_coqc=<ratio> theorems=<evaluated> failed=<failed>`.
+is `RESULT evaluate_over_coqc=<ratio> theorems=<evaluated> failed=<failed>`. With `--profile`,
+one worker runs the stage's functions in this thread under cProfile and prints the time spent
+waiting for Rocq against the step's own Python work, and the hot spots.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
+import pstats
 import re
 import subprocess
 import tempfile
@@ -25,10 +30,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from app import dictionary
+from app.db import queue
 from app.db.engine import ensure_schema, session_factory
 from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
 from app.rocq.toolchain import Toolchain
+from app.stages import StageSpec
 from app.steps import step_4
 from bench.rocq import add_rocq_bin, chosen
 from workers.runner import run_workers
@@ -63,13 +70,55 @@ def reset(file_ids: list[int]) -> int:
         ).rowcount
 
 
-def evaluate(workers: int) -> float:
-    """The step: dictionary, then the workers until no row is ready; wall seconds."""
+def evaluate(workers: int, profile: bool) -> float:
+    """The step: dictionary, then the workers until no row is ready (or, to profile, the
+    stage's own functions on each row in this thread); wall seconds."""
     start = time.perf_counter()
     with session_factory().begin() as session:
         dictionary.build_dictionary(session)
-    run_workers([step_4.SPEC], concurrency=workers)
+    if profile:
+        profiled(step_4.SPEC)
+    else:
+        run_workers([step_4.SPEC], concurrency=workers)
     return time.perf_counter() - start
+
+
+def profiled(spec: StageSpec) -> None:
+    """Run the stage's load, run and store on every ready row under cProfile, then print where
+    the time went: waiting for Rocq (`poll`) against the Python work of the step."""
+    rows = sa.select(Theorem.id).where(queue.ready_rows(spec)).order_by(*spec.order_by())
+    profiler = cProfile.Profile()
+    with session_factory()() as session:
+        ids = list(session.execute(rows, {"worker_name": "profile"}).scalars())
+    assert spec.resources is not None
+    with spec.resources() as resource:
+        profiler.enable()
+        for row_id in ids:
+            with session_factory().begin() as session:
+                item = spec.load(session, row_id)
+            try:
+                result = spec.call(item, resource)
+            except step_4.ReplayFailed:
+                continue
+            with session_factory().begin() as session:
+                spec.store(session, row_id, result)
+                done = sa.update(Theorem).where(Theorem.id == row_id).values(status=Status.done)
+                session.execute(done)
+        profiler.disable()
+    profiler.dump_stats(Path(tempfile.gettempdir()) / "rocqcot-step4.prof")
+    stats = pstats.Stats(profiler)
+    total = sum(entry[2] for entry in stats.stats.values())  # type: ignore[attr-defined]
+    waiting = sum(
+        entry[2]
+        for (_, _, name), entry in stats.stats.items()  # type: ignore[attr-defined]
+        if name == "<method 'poll' of 'select.poll' objects>"
+    )
+    print(
+        f"profile: {total:.1f} s in all, {waiting:.1f} s waiting for Rocq, "
+        f"{total - waiting:.1f} s of Python ({100 * (total - waiting) / max(total, 1e-9):.0f} %)"
+    )
+    stats.sort_stats("tottime").print_stats(20)
+    stats.sort_stats("cumtime").print_stats("app/", 25)
 
 
 def compile_all(toolchain: Toolchain, files: list[tuple[int, str, str, str]]) -> float:
@@ -108,6 +157,9 @@ def main() -> None:
     add_rocq_bin(parser)
     parser.add_argument("--files", nargs="*", default=[], help="paths in the library")
     parser.add_argument("--max-workers", type=int, default=1)
+    parser.add_argument(
+        "--profile", action="store_true", help="one worker in this thread, under cProfile"
+    )
     args = parser.parse_args()
     toolchain = chosen(args.rocq_bin)
     ensure_schema()
@@ -115,7 +167,7 @@ def main() -> None:
     ids = [file_id for file_id, *_ in files]
     queued = reset(ids)
     print(f"{len(files)} files, {queued} theorems queued")
-    ours = evaluate(args.max_workers)
+    ours = evaluate(args.max_workers, args.profile)
     coqc = compile_all(toolchain, files)
     done, failed, reasons = outcome(ids)
     print(f"coqc {coqc:.1f} s, step 4 --all {ours:.1f} s ({args.max_workers} workers)")

@@ -1,0 +1,122 @@
+"""Sessions go past proofs they do not need as `Admitted.`, and reach the same states.
+
+A file of our own, built by the Rocq layer (so its `-time` output records the section
+variables each proof used), with the cases that make skipping wrong if done naively: a proof
+that uses a section hypothesis its statement does not mention (the lemma's arity after the
+section closes depends on it), and a section with an explicit `Proof using`. A wrong record
+makes a later sentence fail: the session then falls back to the full walk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.rocq.build import build
+from app.rocq.positions import SourceText
+from app.rocq.script_file import ScriptFile
+from app.rocq.session import RocqSession
+from app.rocq.timing import TIMING_SUFFIX, proofs_using
+from app.rocq.toolchain import Toolchain
+
+SECTIONS = """\
+Section Arith.
+Variable n : nat.
+Hypothesis n0 : n = 0.
+Variable unused : bool.
+
+Lemma zero_n : 0 = n.
+Proof. rewrite n0. reflexivity. Qed.
+
+Lemma zero_n_using : 0 = n.
+Proof using n0. now rewrite n0. Qed.
+
+Lemma plain : n + 0 = n.
+Proof. rewrite <- plus_n_O. reflexivity. Qed.
+End Arith.
+
+Definition arity_check : 0 = 0 := zero_n 0 eq_refl.
+
+Lemma top_level : forall m, m + 0 = m.
+Proof. induction m; simpl; auto. Qed.
+
+Lemma uses_arity : 0 = 0.
+Proof. exact (zero_n 0 eq_refl). Qed.
+
+Lemma uses_arity_too : 0 = 0.
+Proof. exact (zero_n_using 0 eq_refl). Qed.
+
+Lemma last_one : True.
+Proof. exact I. Qed.
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, toolchain: Toolchain) -> Path:
+    root = tmp_path_factory.mktemp("skip")
+    (root / "Sk.v").write_text(SECTIONS, encoding="utf-8")
+    result = build(root, "Skip", toolchain=toolchain)
+    assert result.ok, result
+    return root / "Sk.v"
+
+
+def _index(file: ScriptFile, text: str) -> int:
+    return next(
+        i for i, (s, e) in enumerate(file.sentences) if file.source.byte_slice(s, e) == text
+    )
+
+
+def test_the_build_records_what_each_sectioned_proof_uses(built: Path) -> None:
+    timing = Path(str(built) + TIMING_SUFFIX).read_text(encoding="utf-8")
+    assert sorted(proofs_using(timing).values()) == ["", "n0"]  # statements' own go without
+    file = ScriptFile.read(str(built))
+    replacements = {
+        file.source.byte_slice(*file.sentences[p.first - 1]): p.replacement
+        for p in file.proofs.values()
+    }
+    assert replacements["Lemma zero_n : 0 = n."] == ("Proof using n0.", "Admitted.")
+    assert replacements["Lemma zero_n_using : 0 = n."] == ("Proof using n0.", "Admitted.")
+    assert replacements["Lemma plain : n + 0 = n."] == ("Proof using.", "Admitted.")
+    assert replacements["Lemma top_level : forall m, m + 0 = m."] == ("Admitted.",)
+
+
+def test_skipping_reaches_the_same_state_as_the_full_walk(built: Path) -> None:
+    file = ScriptFile.read(str(built))
+    target = _index(file, "Lemma uses_arity_too : 0 = 0.") + 1
+    source = SourceText(built.read_text(encoding="utf-8"))
+    position = source.byte_position(file.ends[target - 1])
+    states = []
+    for skip in (True, False):
+        with RocqSession(skip_proofs=skip) as session:
+            session.start(built, [(str(built.parent), "Skip")])
+            states.append(session.at(built, position))
+            admitted = dict(session._admitted)
+            checked = session.query(states[-1], "Check zero_n.")
+        assert "forall n : nat, n = 0 -> 0 = n" in " ".join(checked.split())
+        assert bool(admitted) == skip  # the proofs before were skipped, not run
+    assert states[0].goals == states[1].goals
+    assert states[0].goals is not None and states[0].goals.in_proof
+
+
+def test_a_skipped_proof_that_mattered_falls_back_to_the_full_walk(
+    built: Path, tmp_path: Path
+) -> None:
+    """A wrong `Proof using` record (as if the build had suggested too little) gives `zero_n`
+    another arity, so `arity_check` fails after the skip: the walk is redone in full."""
+    for name in ("Sk.v", "Sk.vo", "Sk.glob"):
+        (tmp_path / name).write_bytes((built.parent / name).read_bytes())
+    timing = Path(str(built) + TIMING_SUFFIX).read_text(encoding="utf-8")
+    assert "Proof using n0. " in timing
+    wrong = timing.replace("Proof using n0. ", "Proof using n. ", 1)
+    (tmp_path / ("Sk.v" + TIMING_SUFFIX)).write_text(wrong, encoding="utf-8")
+    copy = tmp_path / "Sk.v"
+    file = ScriptFile.read(str(copy))
+    source = SourceText(copy.read_text(encoding="utf-8"))
+    last = source.byte_position(file.ends[_index(file, "Lemma last_one : True.")])
+    with RocqSession(skip_proofs=True) as session:
+        session.start(copy, [(str(tmp_path), "Skip")])
+        state = session.at(copy, last)
+        assert state.goals is not None and state.goals.in_proof
+        assert session._skip_failed
+        assert not session._admitted
