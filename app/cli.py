@@ -123,28 +123,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def with_selection(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The theorems that step 3 considered and did not select shown as `not selected` (done
-    with `select`, they would read as selected)."""
-    from app.db.models import Theorem
+    """The rows step 3's selection keeps out of steps 5 to 10 shown as `not selected`, beside
+    their stage (theorems done with `select` or `evaluate` would otherwise read as on their
+    way; a CoT of an earlier selection as still in the dataset)."""
+    from app.gate import outside_counts
 
-    unselected = session.execute(
-        sa.select(sa.func.count()).where(
-            Theorem.stage == Stage.select, Theorem.status == Status.done, ~Theorem.selected
-        )
-    ).scalar_one()
+    outside = outside_counts(session)
     shown = []
     for row in rows:
-        is_select = (row["table_name"], row["stage"], row["status"]) == (
-            "theorems",
-            "select",
-            "done",
-        )
-        if is_select and unselected:
-            if row["rows"] > unselected:
-                shown.append(row | {"rows": row["rows"] - unselected})
-            shown.append(row | {"status": "not selected", "rows": unselected})
-        else:
-            shown.append(row)
+        gated = outside.get((row["table_name"], str(row["stage"]), str(row["status"])), 0)
+        if gated and row["rows"] > gated:
+            shown.append(row | {"rows": row["rows"] - gated})
+        shown.append(row | {"status": "not selected", "rows": gated} if gated else row)
     return shown
 
 
