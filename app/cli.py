@@ -392,15 +392,17 @@ def library_arguments(full: bool, source: Path | None, prefix: str | None) -> di
 
 
 def report_failures(shown: int = 3) -> None:
-    """The most frequent failures of each table and stage, and why CoTs were not kept."""
+    """The most frequent failures of each table and stage, and why the selection's CoTs were
+    not kept."""
     from app.db.models import STAGED_TABLES, Cot
+    from app.gate import cot_selected
 
     lines = []
     with db.session_factory()() as session:
         for model in STAGED_TABLES:
             lines += _failures(session, model, shown)
         reasons = session.execute(
-            sa.select(Cot.invalid_reason).where(Cot.valid.is_(False))
+            sa.select(Cot.invalid_reason).where(Cot.valid.is_(False), cot_selected())
         ).scalars()
         kinds = collections.Counter(reason.partition(":")[0] for reason in reasons)
     lines += [f"  CoTs not kept ({kind}): {count}" for kind, count in kinds.most_common()]
