@@ -125,13 +125,11 @@ def check_scope(session: Session, step: int, spec: StageSpec) -> None:
 def outside_counts(session: Session) -> dict[tuple[str, str, str], int]:
     """Rows the selection keeps out of steps 5 to 10, per table, stage and status (for
     `rocqcot status`): theorems step 3 considered and did not select, theorems and haves
-    evaluated (or given a CoT) but not selected, and the CoTs and search blocks of theorems
-    not selected (kept from an earlier selection)."""
-    theorems = sa.and_(
-        Theorem.stage.in_([Stage.select, Stage.evaluate, Stage.cot]),
-        Theorem.status == Status.done,
-        sa.not_(theorem_selected()),
-    )
+    evaluated but not selected, those at step 5 (a CoT written for an earlier selection, or
+    reprocessed), and the CoTs and search blocks of theorems not selected."""
+    stages = [Stage.select, Stage.evaluate]
+    passed = sa.and_(Theorem.stage.in_(stages), Theorem.status == Status.done)
+    theorems = sa.and_(sa.or_(passed, Theorem.stage == Stage.cot), sa.not_(theorem_selected()))
     counts = {}
     for model, where in (
         (Theorem, theorems),
@@ -146,3 +144,9 @@ def outside_counts(session: Session) -> dict[tuple[str, str, str], int]:
         )
         counts |= {(table.name, str(stage), str(status)): n for stage, status, n in rows}
     return counts
+
+
+def is_selected(session: Session, theorem_id: int) -> bool:
+    """Whether a theorem or have is in the selection (steps 5 to 10 take it)."""
+    found = sa.select(sa.exists().where(Theorem.id == theorem_id, theorem_selected()))
+    return session.execute(found).scalar_one()

@@ -16,8 +16,11 @@ import sqlalchemy as sa
 
 from app import llm
 from app.db import engine as db
+from app.db.enums import Stage
 from app.db.models import Cot, LibraryObject, Theorem
+from app.db.reprocess import NOT_SELECTED, reprocess
 from app.errors import RocqcotError
+from app.gate import outside_counts
 from app.steps import step_5
 from tests.conftest import _clear_engine_caches
 from tests.llm_server import LlmServer
@@ -265,3 +268,21 @@ def test_an_llm_step_beyond_the_selection_stops_before_sending(
     out = capsys.readouterr().out
     assert "3 chains of thought written (llm:test-model)" in out
     assert "; 1 theorems and haves outside the selection (not taken)" in out
+
+
+def test_reprocessing_a_theorem_outside_the_selection_says_it_waits(
+    evaluated: dict[str, int],  # noqa: F811
+) -> None:
+    with db.session_factory().begin() as session:
+        file_id = session.execute(sa.select(Theorem.file_id)).scalars().first()
+        statement = ADDNCA3.replace("addnCA3", "unselected")
+        add_theorem(session, file_id, "lib.a.unselected", statement, ADDNCA3_STEPS, selected=False)
+        outside = reprocess(session, "lib.a.unselected", Stage.cot)
+        inside = reprocess(session, "lib.a.foo_have_1", Stage.cot)
+    assert outside == f"lib.a.unselected: reset to cot{NOT_SELECTED}"
+    assert inside == "lib.a.foo_have_1: reset to cot"
+    step_5.command(offline=True)
+    assert set(cot_rows()) == {"lib.a.addnCA3", "lib.a.foo", "lib.a.foo_have_1"}
+    with db.session_factory()() as session:
+        gated = outside_counts(session)
+    assert gated == {("theorems", "cot", "pending"): 1}
