@@ -7,8 +7,8 @@ later stage's ready rows are cut by the predicate of its table here (`StageSpec.
 outside it wait with their data kept, so a new selection moves the gate both ways without
 redoing or deleting anything. `beyond` counts what a stage would take outside the selection:
 the LLM steps stop on it before sending anything (`check_scope`: a stage whose gate was left
-out, other than by an explicit option such as `step 6 --all`), and their summaries and
-`rocqcot status` show the rows the gate keeps waiting.
+out, other than by an explicit option such as `step 6 --all`); their summaries and `rocqcot
+status` show the rows the gate keeps waiting.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def selection_ids() -> sa.Select:
 
 
 def theorem_selected() -> sa.ColumnElement[bool]:
-    """A theorem or have sub-theorem of the selection (steps 5's rows)."""
+    """A theorem or have sub-theorem of the selection (step 5's rows)."""
     return Theorem.id.in_(selection_ids())
 
 
@@ -85,9 +85,8 @@ GATES: dict[type, tuple[Predicate, str]] = {
     Theorem: (theorem_selected, "theorems and haves"),
     LibraryObject: (entry_searched, "dictionary entries"),
     SearchBlock: (block_selected, "search blocks"),
-    Cot: (cot_selected, "chains of thought"),
 }
-"""Each gated table's predicate, and what its rows are called in messages."""
+"""The predicate of each table an LLM step works on, and what its rows are called."""
 
 
 def beyond(session: Session, spec: StageSpec) -> int:
@@ -100,7 +99,7 @@ def beyond(session: Session, spec: StageSpec) -> int:
 
 def waiting(session: Session, spec: StageSpec) -> int:
     """How many rows the stage would take were there no selection: those the gate keeps
-    waiting (`rocqcot status` and the steps' summaries show them)."""
+    waiting (the LLM steps' summaries show them)."""
     return beyond(session, dataclasses.replace(spec, gate=None))
 
 
@@ -130,7 +129,7 @@ def outside_counts(session: Session) -> dict[tuple[str, str, str], int]:
     stages = [Stage.select, Stage.evaluate]
     passed = sa.and_(Theorem.stage.in_(stages), Theorem.status == Status.done)
     theorems = sa.and_(sa.or_(passed, Theorem.stage == Stage.cot), sa.not_(theorem_selected()))
-    counts = {}
+    counts: dict[tuple[str, str, str], int] = {}
     for model, where in (
         (Theorem, theorems),
         (Cot, sa.not_(cot_selected())),
