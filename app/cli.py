@@ -123,28 +123,18 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 def with_selection(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The theorems that step 3 considered and did not select shown as `not selected` (done
-    with `select`, they would read as selected)."""
-    from app.db.models import Theorem
+    """The rows step 3's selection keeps out of steps 5 to 10 shown as `not selected`, beside
+    their stage (theorems done with `select` or `evaluate` would otherwise read as on their
+    way; a CoT of an earlier selection as still in the dataset)."""
+    from app.gate import outside_counts
 
-    unselected = session.execute(
-        sa.select(sa.func.count()).where(
-            Theorem.stage == Stage.select, Theorem.status == Status.done, ~Theorem.selected
-        )
-    ).scalar_one()
+    outside = outside_counts(session)
     shown = []
     for row in rows:
-        is_select = (row["table_name"], row["stage"], row["status"]) == (
-            "theorems",
-            "select",
-            "done",
-        )
-        if is_select and unselected:
-            if row["rows"] > unselected:
-                shown.append(row | {"rows": row["rows"] - unselected})
-            shown.append(row | {"status": "not selected", "rows": unselected})
-        else:
-            shown.append(row)
+        gated = outside.get((row["table_name"], str(row["stage"]), str(row["status"])), 0)
+        if gated and row["rows"] > gated:
+            shown.append(row | {"rows": row["rows"] - gated})
+        shown.append(row | {"status": "not selected", "rows": gated} if gated else row)
     return shown
 
 
@@ -402,15 +392,17 @@ def library_arguments(full: bool, source: Path | None, prefix: str | None) -> di
 
 
 def report_failures(shown: int = 3) -> None:
-    """The most frequent failures of each table and stage, and why CoTs were not kept."""
+    """The most frequent failures of each table and stage, and why the selection's CoTs were
+    not kept."""
     from app.db.models import STAGED_TABLES, Cot
+    from app.gate import cot_selected
 
     lines = []
     with db.session_factory()() as session:
         for model in STAGED_TABLES:
             lines += _failures(session, model, shown)
         reasons = session.execute(
-            sa.select(Cot.invalid_reason).where(Cot.valid.is_(False))
+            sa.select(Cot.invalid_reason).where(Cot.valid.is_(False), cot_selected())
         ).scalars()
         kinds = collections.Counter(reason.partition(":")[0] for reason in reasons)
     lines += [f"  CoTs not kept ({kind}): {count}" for kind, count in kinds.most_common()]

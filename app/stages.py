@@ -38,11 +38,14 @@ class StageSpec:
     store: Callable[[Session, int, Any], None]
     """Writes the result (upserts: writing twice gives the same rows)."""
     ready_filter: Callable[[], ColumnElement[bool]] | None = None
-    """An extra condition on ready rows (e.g. only selected theorems)."""
+    """An extra condition on ready rows (e.g. an evaluation to write from)."""
+    gate: Callable[[], ColumnElement[bool]] | None = None
+    """The rows step 3's selection lets through (`app.gate`): ready rows outside it wait,
+    their data kept, until a selection takes them in; None: every ready row."""
     also_ready: Callable[[], ColumnElement[bool]] | None = None
-    """Rows ready besides those done with `input_stage` (still under `ready_filter`): e.g. a
-    selected theorem step 2 redid after its source changed, which step 3 does not select
-    again."""
+    """Rows ready besides those done with `input_stage` (still under `ready_filter` and
+    `gate`): e.g. a selected theorem step 2 redid after its source changed, which step 3 does
+    not select again."""
     order_by: Callable[[], list[Any]] = field(default=lambda: [])
     """Claim order (e.g. by file, so one Rocq session walks a file); the row id breaks ties."""
     batch_size: int = 1

@@ -124,7 +124,7 @@ def build_library(session: Session) -> SmallLibrary:
         fqn=THEOREM, file_id=files["b"], kind="Lemma", byte_start=THEOREM_BYTE, line=40,
         statement="Lemma dvdn_trans d m n : d %| m -> m %| n -> d %| n.",
         proof="Proof. by move=> /dvdnP[k ->]; apply: dvdn_mull. Qed.",
-        stage=Stage.extract, status=Status.done,
+        stage=Stage.extract, status=Status.done, selected=True,
     )  # fmt: skip
     session.add(theorem)
     session.flush()

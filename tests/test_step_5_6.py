@@ -50,9 +50,16 @@ FOO_STEPS = [
 
 
 def add_theorem(
-    session, file_id: int, fqn: str, statement: str, steps: list[tuple], parent: int | None = None
+    session,
+    file_id: int,
+    fqn: str,
+    statement: str,
+    steps: list[tuple],
+    parent: int | None = None,
+    selected: bool = True,
 ) -> int:
-    """A theorem done with step 4: its evaluation and proof steps (chain, goals, diff, deps)."""
+    """A theorem done with step 4: its evaluation and proof steps (chain, goals, diff, deps);
+    a top-level one selected by step 3 unless `selected` is false."""
     evaluation = {
         "initial_goal": GOAL,
         "initial_goal_with_gvars": GOAL,
@@ -64,6 +71,7 @@ def add_theorem(
         fqn=fqn,
         file_id=file_id,
         parent_id=parent,
+        selected=selected and parent is None,
         kind="Lemma",
         statement=statement,
         proof=" ".join(chain for chain, *_ in steps),

@@ -7,14 +7,14 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from app import llm
+from app import llm, repairs
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Cot, LibraryObject, SearchBlock, SearchQuery, Theorem
+from app.repairs import RepairInput, Target, parse_repair
 from app.retrieval import Retrievers
 from app.search_index import Entry
 from app.steps import step_7, step_8
-from app.steps.step_7 import RepairInput, Target, parse_repair
 from app.steps.step_8 import BestInput, BestQueryParams, best_position, seeded_position
 from tests.llm_server import LlmServer, Reply
 from tests.test_retrieval import THEOREM, SmallLibrary, minilm, small_library  # noqa: F401
@@ -251,10 +251,10 @@ def test_parse_repair_wants_one_think_and_five_searches_that_do_not_give_the_tar
 
 
 def test_the_prompt_gives_target_results_and_think_or_before_a_have_results_only() -> None:
-    user = step_7.repair_messages(_item())[1]["content"]
+    user = repairs.repair_messages(_item())[1]["content"]
     for part in (WRONG, "Lemma dvdn_mull", "any multiple of n", "Lemma rev_rev", "closes the"):
         assert part in user
-    have = step_7.repair_messages(_item(None))
+    have = repairs.repair_messages(_item(None))
     assert have[0]["content"] == llm.prompt("repair_have")
     assert "Lemma rev_rev" in have[1]["content"] and "closes the" not in have[1]["content"]
 
@@ -267,7 +267,7 @@ def _client(server: LlmServer) -> llm.LlmClient:
 def test_a_bad_reply_is_asked_again_then_kept(migrated: str) -> None:
     with LlmServer() as server:
         server.script(Reply("<think>only</think><search>one</search>"), Reply(GOOD))
-        repair = step_7.LlmRepairWriter(_client(server))(_item())
+        repair = repairs.LlmRepairWriter(_client(server))(_item())
         assert server.count == 2
     assert repair.writer == "llm:test-model" and len(repair.queries) == 5
 
@@ -276,4 +276,4 @@ def test_a_reply_still_bad_after_the_reask_fails_the_block(migrated: str) -> Non
     with LlmServer() as server:
         server.script(Reply("no blocks"), Reply("<think>x</think>"))
         with pytest.raises(llm.InvalidAnswer, match="non-empty <search>"):
-            step_7.LlmRepairWriter(_client(server))(_item())
+            repairs.LlmRepairWriter(_client(server))(_item())

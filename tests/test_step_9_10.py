@@ -214,11 +214,13 @@ def test_examples_keep_the_latest_result_of_each_kind_and_mask_what_was_trained(
 
 
 def add_cot(session, file_id: int, fqn: str = "lib.a.foo", searches=SEARCHES) -> int:
-    """A theorem evaluated by step 4, its CoT (step 5) and its search blocks done with step 8."""
+    """A selected theorem evaluated by step 4, its CoT (step 5) and its search blocks done
+    with step 8."""
     theorem = Theorem(
         fqn=fqn, file_id=file_id, kind="Lemma", statement="Lemma foo n : n + 0 + 0 = n.",
         proof="Proof. rewrite addnA. have h : n + 0 = n by []. by rewrite addnC h. Qed.",
         stage=Stage.cot, status=Status.done, evaluation={"initial_goal": GOAL}, byte_start=10,
+        selected=True,
     )  # fmt: skip
     session.add(theorem)
     session.flush()

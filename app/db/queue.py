@@ -26,7 +26,8 @@ def _table(spec: StageSpec) -> sa.Table:
 
 
 def ready_rows(spec: StageSpec) -> sa.ColumnElement[bool]:
-    """Rows that the stage may take: done with the input stage, or waiting in this stage."""
+    """Rows that the stage may take: done with the input stage, or waiting in this stage;
+    under its filter and the selection's gate."""
     t = _table(spec)
     waiting = sa.and_(
         t.c.stage == spec.stage,
@@ -42,6 +43,8 @@ def ready_rows(spec: StageSpec) -> sa.ColumnElement[bool]:
         waiting = sa.or_(waiting, spec.also_ready())
     if spec.ready_filter is not None:
         waiting = sa.and_(waiting, spec.ready_filter())
+    if spec.gate is not None:
+        waiting = sa.and_(waiting, spec.gate())
     return waiting
 
 

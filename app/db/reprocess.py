@@ -22,11 +22,15 @@ from app.db.models import (
     Theorem,
 )
 from app.errors import RocqcotError, UnknownTheorem
+from app.gate import is_selected
 
 THEOREM_STAGES = (Stage.haves, Stage.evaluate, Stage.cot)
 SEARCH_STAGES = (Stage.search, Stage.repair, Stage.best_query)
 COT_STAGES = (Stage.filter, Stage.split)
 REPROCESSABLE = THEOREM_STAGES + SEARCH_STAGES + COT_STAGES
+NOT_SELECTED = (
+    " (not in step 3's selection: steps 5 to 10 leave it alone until a selection takes it in)"
+)
 
 
 def reprocess(session: Session, fqn: str, from_stage: Stage) -> str:
@@ -40,15 +44,16 @@ def reprocess(session: Session, fqn: str, from_stage: Stage) -> str:
             f"cannot reprocess one theorem from {from_stage.value!r}: it works on files or on "
             f"the whole library; per-theorem stages are {names}"
         )
+    outside = "" if is_selected(session, theorem_id) else NOT_SELECTED
     if from_stage in THEOREM_STAGES:
         clear_derived(session, theorem_id, from_stage)
         queue.reset_rows(session, Theorem.__table__, [theorem_id], from_stage)
-        return f"{fqn}: reset to {from_stage.value}"
+        return f"{fqn}: reset to {from_stage.value}{outside}"
     cot_id = session.execute(sa.select(Cot.id).where(Cot.theorem_id == theorem_id)).scalar()
     if cot_id is None:
         raise RocqcotError(f"{fqn} has no chain of thought yet: nothing to redo from {from_stage}")
     _clear_cot(session, cot_id, from_stage)
-    return f"{fqn}: chain of thought reset to {from_stage.value}"
+    return f"{fqn}: chain of thought reset to {from_stage.value}{outside}"
 
 
 def clear_derived(session: Session, theorem_id: int, from_stage: Stage) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app import gate
 from app.cot import Block
 from app.db.enums import Stage, Status
 from app.db.models import (
@@ -207,9 +208,10 @@ def evaluated(session: Session) -> list[TheoremRecord]:
 
 
 def with_cots(session: Session) -> list[TheoremRecord]:
-    """Steps 5 to 8: the evaluated theorems step 5 wrote a CoT for."""
+    """Steps 5 to 8: the evaluated theorems of the selection step 5 wrote a CoT for (CoTs
+    kept from an earlier selection stay in the database, out of the exports)."""
     has_cot = sa.exists().where(Cot.theorem_id == Theorem.id)
-    return _theorems(session, sa.and_(has_evaluation(), has_cot))
+    return _theorems(session, sa.and_(has_evaluation(), has_cot, gate.theorem_selected()))
 
 
 @dataclass(frozen=True)
@@ -423,13 +425,14 @@ def _order() -> list[Any]:
 
 
 def _kept_cots(session: Session) -> list[tuple[int, str, dict[str, Any], str]]:
-    """(CoT id, theorem, evaluation, library) of the kept CoTs, in library order."""
+    """(CoT id, theorem, evaluation, library) of the selection's kept CoTs, in library
+    order."""
     rows = session.execute(
         sa.select(Cot.id, Theorem.fqn, Theorem.evaluation, Library.name)
         .join(Theorem, Theorem.id == Cot.theorem_id)
         .join(SourceFile, SourceFile.id == Theorem.file_id)
         .join(Library, Library.id == SourceFile.library_id)
-        .where(Cot.valid.is_(True))
+        .where(Cot.valid.is_(True), gate.cot_selected())
         .order_by(*_order())
     )
     return [(cot_id, fqn, evaluation or {}, library) for cot_id, fqn, evaluation, library in rows]
@@ -441,7 +444,8 @@ def cot_examples(session: Session) -> list[ExampleRecord]:
     if not kept:
         return []
     top_k = job_params(session).top_k
-    loaded = {cot.cot_id: cot for cot in load_cots(session, Cot.valid.is_(True))}
+    kept_cots = sa.and_(Cot.valid.is_(True), gate.cot_selected())
+    loaded = {cot.cot_id: cot for cot in load_cots(session, kept_cots)}
     examples = []
     for cot_id, fqn, evaluation, library in kept:
         cot = loaded[cot_id]
@@ -500,9 +504,11 @@ def library_names(session: Session, names: set[str]) -> dict[str, frozenset[str]
 
 
 def cot_counts(session: Session) -> dict[str, Any]:
-    """CoTs written, kept and not, by writer."""
+    """The selection's CoTs, kept and not, by writer."""
     rows = session.execute(
-        sa.select(Cot.writer, Cot.valid, sa.func.count()).group_by(Cot.writer, Cot.valid)
+        sa.select(Cot.writer, Cot.valid, sa.func.count())
+        .where(gate.cot_selected())
+        .group_by(Cot.writer, Cot.valid)
     )
     by_writer: dict[str, dict[str, int]] = collections.defaultdict(dict)
     for writer, valid, count in rows:

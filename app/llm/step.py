@@ -79,11 +79,15 @@ class StepReport:
     usage: LlmUsage
     reason: str | None = None
     """The most frequent first line of the failed rows' errors."""
+    outside: tuple[int, str] = (0, "")
+    """(How many, what) of the rows the stage would take but for step 3's selection."""
 
     def line(self, step: int, written: str) -> str:
+        count, noun = self.outside
+        gated = f"; {count:,} {noun} outside the selection (not taken)" if count else ""
         return (
             f"step {step}: {self.done} {written} ({self.writer}), {self.failed} failed; "
-            f"{self.sent} requests sent; {self.usage.line()}"
+            f"{self.sent} requests sent; {self.usage.line()}{gated}"
         )
 
     def check(self, step: int) -> None:
@@ -122,10 +126,14 @@ def run_llm_step(
     writer_for: Callable[[LlmSettings], Callable[..., Any]],
     flags: StepFlags,
     offline_batch: int,
+    beyond_selection: bool = False,
 ) -> StepReport:
     """Run an LLM step's stage until no row is ready, every worker thread sharing one writer
     (so one client: one concurrency limit, one pacer); rows stopped by an earlier budget are
-    tried again."""
+    tried again. With an endpoint, a stage that would take rows beyond step 3's selection
+    stops before sending anything, unless an explicit option asks for them
+    (`beyond_selection`: `step 6 --all`)."""
+    from app import gate
     from app.db.engine import ensure_schema, session_factory
     from workers.runner import run_workers
 
@@ -142,6 +150,8 @@ def run_llm_step(
     ensure_schema()
     with session_factory().begin() as session:
         retry_budget_failures(session, spec.model.__table__, spec.stage)
+        if settings.online and not beyond_selection:
+            gate.check_scope(session, step, spec)
     write = writer_for(settings)
     batch = 1 if settings.online else offline_batch
     shared = dataclasses.replace(
@@ -154,8 +164,9 @@ def run_llm_step(
     with session_factory()() as session:
         spent = usage(session)
         failed, reason = failed_rows(session, spec)
+        outside = (gate.waiting(session, spec), gate.GATES[spec.model][1])
     sent = client.sent if isinstance(client, LlmClient) else 0
-    return StepReport(settings.writer, stats.done, failed, sent, spent, reason)
+    return StepReport(settings.writer, stats.done, failed, sent, spent, reason, outside)
 
 
 def step_command(

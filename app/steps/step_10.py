@@ -1,6 +1,6 @@
-"""Step 10: split each kept CoT into training examples (`app.split`, as the original
-`split_compress` did). Stored: `examples` rows (CoT, index, blocks with `ignore`); the CoT moves
-to `split`, done.
+"""Step 10: split each kept CoT of the selection (`app.gate`) into training examples
+(`app.split`, as the original `split_compress` did). Stored: `examples` rows (CoT, index,
+blocks with `ignore`); the CoT moves to `split`, done.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app import gate
 from app.db.enums import Stage
 from app.db.models import Cot, Example
 from app.plural import plural
@@ -70,6 +71,7 @@ SPEC = register(
         run=run,
         store=store,
         ready_filter=lambda: sa.or_(Cot.valid.is_(True), Cot.stage == Stage.split),
+        gate=gate.cot_selected,
         batch_size=16,
     )
 )
@@ -85,6 +87,8 @@ def command() -> None:
     with session_factory()() as session:
         cots, examples = session.execute(
             sa.select(sa.func.count(sa.distinct(Example.cot_id)), sa.func.count())
+            .join(Cot, Cot.id == Example.cot_id)
+            .where(gate.cot_selected())
         ).one()
     typer.echo(
         f"step 10: {plural(stats.done, 'CoT')} split now, {stats.failed} failed; "

@@ -1,10 +1,12 @@
-"""Step 5: write the chain of thought of each evaluated theorem and have sub-theorem.
+"""Step 5: write the chain of thought of each selected theorem and have sub-theorem.
 
-For a theorem done with step 4 (stage `evaluate`), the writer produces (1) a code explanation
-per tactic (breaking it down / what happens / summary) from the goal before it, the tactic and
-its dependencies with types and docstrings; (2) a proof explanation (statement / proof) from
-the statement, the initial goal, the tactic summaries and the goal diffs; (3) the CoT, in
-`<think>`, `<search target=…>`, `<script>` and `<have>` blocks, from all of the above. An
+For a theorem done with step 4 (stage `evaluate`) in step 3's selection (`app.gate`: the
+selected theorems and their haves, whatever else `step 4 --all` evaluated), the writer
+produces (1) a code explanation per tactic (breaking it down / what happens / summary) from
+the goal before it, the tactic and its dependencies with types and docstrings; (2) a proof
+explanation (statement / proof) from the statement, the initial goal, the tactic summaries
+and the goal diffs; (3) the CoT, in `<think>`, `<search target=…>`, `<script>` and `<have>`
+blocks, from all of the above. An
 answer missing a section, a CoT that does not parse, or whose scripts and haves are not the
 theorem's chains, is asked again, then the theorem fails with the answer kept in `llm_calls`.
 
@@ -23,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import llm
+from app import gate, llm
 from app.cot import (
     PROOF_SECTIONS,
     TACTIC_SECTIONS,
@@ -277,6 +279,7 @@ SPEC = register(
         run=run,
         store=store,
         ready_filter=lambda: Theorem.evaluation.is_not(None),
+        gate=gate.theorem_selected,
         resources=llm.default_writer(5, writer_for),
     )
 )
@@ -284,7 +287,8 @@ SPEC = register(
 
 command = llm.step_command(
     5, SPEC, writer_for, "chains of thought written", offline_batch=8,
-    doc="Write the chains of thought of the evaluated theorems (offline without an endpoint).",
+    doc="Write the chains of thought of the selected theorems and their haves (offline without "
+        "an endpoint).",
 )  # fmt: skip
 
 

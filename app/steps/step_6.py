@@ -1,14 +1,16 @@
-"""Step 6: write the docstrings that the dependencies searched by the CoTs lack.
+"""Step 6: write the docstrings that the dependencies searched by the selection's CoTs lack.
 
 A dictionary entry (`library_objects`, created by step 4 at stage `evaluate`, done) is ready
-when it has no docstring and some CoT's search targets it: retrieval (steps 7 to 9) embeds
-docstrings, so a target without one could never be found. The LLM answers a JSON object
-`{"docstring": …}` (the request's `response_format` carries the schema): plain language, no
-symbols, never the object's name, self-contained. Invalid JSON, or a docstring that names the
-object, is asked again, then the entry fails with the answer kept in `llm_calls`. Offline, the
-docstring is the describer's (`app.describe`): what the name and statement say. Either way it
-is stored with its source (`llm` or `offline`) and `force_result` set, so step 9 treats these
-entries like the original's did.
+when it has no docstring and a CoT of step 3's selection searches for it (`app.gate`: CoTs
+of theorems outside the selection, kept from an earlier one, do not count): retrieval (steps
+7 to 9) embeds docstrings, so a target without one could never be found; `--all`, asked for
+explicitly after an estimate, writes one for every entry that lacks one. The LLM answers a
+JSON object `{"docstring": …}` (the request's `response_format` carries the schema): plain
+language, no symbols, never the object's name, self-contained. Invalid JSON, or a docstring
+that names the object, is asked again, then the entry fails with the answer kept in
+`llm_calls`. Offline, the docstring is the describer's (`app.describe`): what the name and
+statement say. Either way it is stored with its source (`llm` or `offline`) and
+`force_result` set, so step 9 treats these entries like the original's did.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from app import llm
+from app import gate, llm
 from app.cot import normalized
+from app.db import queue
 from app.db.enums import Stage
-from app.db.models import Cot, LibraryObject
+from app.db.models import LibraryObject
 from app.describe import description
 from app.stages import StageSpec, register
 
@@ -59,22 +61,6 @@ class DocstringResult:
 Writer = Callable[[ObjectInput], DocstringResult]
 
 
-def searched_targets() -> sa.Select:
-    """The fqns that some CoT's search blocks target."""
-    block = sa.func.jsonb_array_elements(Cot.blocks).table_valued(sa.column("value", JSONB))
-    target = block.c.value["target"].astext
-    # No NULL among them: `x IN (...)` with a NULL there is NULL, not false, for the others.
-    return sa.select(target).select_from(Cot).join(block, sa.true()).where(target.is_not(None))
-
-
-def needs_docstring() -> sa.ColumnElement[bool]:
-    """Entries without a docstring that a CoT searches for."""
-    return sa.and_(
-        sa.func.coalesce(LibraryObject.docstring, "") == "",
-        LibraryObject.fqn.in_(searched_targets()),
-    )
-
-
 def load(session: Session, row_id: int) -> ObjectInput:
     row = session.execute(
         sa.select(
@@ -99,15 +85,16 @@ def lacks_docstring() -> sa.ColumnElement[bool]:
 
 
 def store(session: Session, row_id: int, result: DocstringResult) -> None:
-    """The docstring, its source, and, for an entry some CoT searches for, the mark that step
-    9 forces its result (`--all` writes for entries no CoT searches too: never forced)."""
+    """The docstring, its source, and, for an entry a CoT of the selection searches for, the
+    mark that step 9 forces its result (`--all` writes for entries no such CoT searches too:
+    never forced)."""
     session.execute(
         sa.update(LibraryObject)
         .where(LibraryObject.id == row_id)
         .values(
             docstring=result.docstring,
             docstring_source=result.source,
-            force_result=LibraryObject.fqn.in_(searched_targets()),
+            force_result=gate.entry_searched(),
         )
     )
 
@@ -175,7 +162,8 @@ SPEC = register(
         load=load,
         run=run,
         store=store,
-        ready_filter=needs_docstring,
+        ready_filter=lacks_docstring,
+        gate=gate.entry_searched,
         resources=llm.default_writer(6, writer_for),
     )
 )
@@ -185,11 +173,14 @@ COMPLETION_TOKENS = 80
 """A docstring's length in tokens, for the estimate of `--all` (one or two sentences)."""
 
 
-def estimate(session: Session, settings: llm.LlmSettings, ready: sa.ColumnElement[bool]) -> str:
+def estimate(session: Session, settings: llm.LlmSettings, spec: StageSpec) -> str:
     """What writing the ready entries' docstrings would cost: requests, tokens (four
-    characters a token) and dollars at the configured prices; cached answers cost nothing."""
+    characters a token) and dollars at the configured prices, cached answers costing nothing;
+    and how many of them no CoT of the selection searches for."""
     rows = session.execute(
-        sa.select(LibraryObject.id).where(ready).order_by(LibraryObject.library_order)
+        sa.select(LibraryObject.id)
+        .where(queue.ready_rows(spec))
+        .order_by(LibraryObject.library_order)
     ).scalars()
     prompt = requests = 0
     for row_id in rows:
@@ -203,7 +194,8 @@ def estimate(session: Session, settings: llm.LlmSettings, ready: sa.ColumnElemen
     return (
         f"step 6: {requests} entries without a docstring: about {prompt:,} prompt and "
         f"{completion:,} completion tokens, about ${usd:.2f} at the configured prices "
-        f"(answers cached in llm_calls cost nothing; --budget-usd stops new requests)"
+        f"(answers cached in llm_calls cost nothing; --budget-usd stops new requests); "
+        f"{gate.beyond(session, spec):,} of them beyond what the selection's CoTs search for"
     )
 
 
@@ -219,19 +211,21 @@ def command(
     model: llm.ModelOption = None,
     offline: llm.OfflineOption = False,
 ) -> None:
-    """Write the missing docstrings of the dependencies the CoTs search for (`--all`: of every
-    dictionary entry, after an estimate of the cost)."""
+    """Write the missing docstrings of the dependencies the selection's CoTs search for
+    (`--all`: of every dictionary entry, after an estimate of the cost)."""
     from app.db.engine import ensure_schema, session_factory
 
     flags = llm.StepFlags(config, offline, base_url, model, max_workers, mean_delay, budget_usd)
     spec = SPEC
     if all_entries:
         ensure_schema()
-        spec = dataclasses.replace(SPEC, ready_filter=lacks_docstring)
+        spec = dataclasses.replace(SPEC, gate=None)
         settings = llm.load_settings(6, config, offline, base_url=base_url, model=model)
         with session_factory()() as session:
-            typer.echo(estimate(session, settings, lacks_docstring()))
-    report = llm.run_llm_step(6, spec, writer_for, flags, offline_batch=32)
+            typer.echo(estimate(session, settings, spec))
+    report = llm.run_llm_step(
+        6, spec, writer_for, flags, offline_batch=32, beyond_selection=all_entries
+    )
     typer.echo(report.line(6, "docstrings written"))
 
 

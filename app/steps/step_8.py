@@ -1,5 +1,7 @@
 """Step 8: keep, for each search block, the candidate query that ranks its target best.
 
+The blocks are those of the CoTs of step 3's selection (`app.gate`).
+
 Every candidate (the CoT's own query, index 0, and step 7's repairs, 1 to 5) is embedded and
 searched among what the theorem may use; each gets the rank of the block's target. The kept
 query is the one with the lowest rank, the first on ties (so a repair replaces the original
@@ -28,6 +30,7 @@ import sqlalchemy as sa
 import typer
 from sqlalchemy.orm import Session
 
+from app import gate
 from app.availability import Availability, availability
 from app.db.enums import Stage
 from app.db.models import Cot, SearchBlock, SearchQuery, Theorem
@@ -170,6 +173,7 @@ SPEC = register(
         load=load,
         run=run,
         store=store,
+        gate=gate.block_selected,
         order_by=lambda: [SearchBlock.cot_id],
         batch_size=16,
         resources=lambda: contextlib.nullcontext(Retrievers()),

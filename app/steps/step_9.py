@@ -2,10 +2,11 @@
 
 What makes a CoT kept, and its result blocks, are `app.results`' (pure, shared with step 10 and
 the exports). The step is global: it runs as the one `jobs` row named `filter`, claimed by the
-shared worker. It takes every CoT done with step 5 whose search blocks are all done with step 8
-(and CoTs that `reprocess --from filter` reset); CoTs still waiting for a search are left for a
-later run. It writes each CoT's `valid` and `invalid_reason` and moves it to `filter`, done,
-where step 10 takes the valid ones. A new `--top-k` judges every CoT again.
+shared worker. It takes every CoT of step 3's selection (`app.gate`) done with step 5 whose
+search blocks are all done with step 8 (and CoTs that `reprocess --from filter` reset); CoTs
+still waiting for a search are left for a later run. It writes each CoT's `valid` and
+`invalid_reason` and moves it to `filter`, done, where step 10 takes the valid ones. A new
+`--top-k` judges every CoT again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlalchemy as sa
 import typer
 from sqlalchemy.orm import Session
 
-from app import jobs
+from app import gate, jobs
 from app.config import rocqcot_home
 from app.db.enums import Stage, Status
 from app.db.models import Cot, Example, Job, Theorem
@@ -42,10 +43,14 @@ HIST_FILE = "proof_lengths.png"
 
 
 def to_judge() -> sa.ColumnElement[bool]:
-    """CoTs done with step 5 and not judged yet, or reset to `filter` by `reprocess`."""
-    return sa.or_(
-        sa.and_(Cot.stage == Stage.cot, Cot.status == Status.done),
-        sa.and_(Cot.stage == Stage.filter, Cot.status != Status.done),
+    """CoTs of the selection done with step 5 and not judged yet, or reset to `filter` by
+    `reprocess`."""
+    return sa.and_(
+        sa.or_(
+            sa.and_(Cot.stage == Stage.cot, Cot.status == Status.done),
+            sa.and_(Cot.stage == Stage.filter, Cot.status != Status.done),
+        ),
+        gate.cot_selected(),
     )
 
 
@@ -155,8 +160,9 @@ def _judge_again(session: Session) -> None:
 
 
 def proof_lengths(session: Session) -> dict[int, int]:
-    """How many valid CoTs of top-level theorems without haves have n scripts, by n."""
-    cots = load_cots(session, sa.and_(Cot.valid.is_(True), Theorem.parent_id.is_(None)))
+    """How many valid CoTs of selected theorems without haves have n scripts, by n."""
+    kept = sa.and_(Cot.valid.is_(True), Theorem.parent_id.is_(None), gate.cot_selected())
+    cots = load_cots(session, kept)
     counts = collections.Counter(c.proof_length for c in cots if c.proof_length is not None)
     return dict(sorted(counts.items()))
 
@@ -204,9 +210,8 @@ def command(
     run_workers([SPEC])
     with session_factory()() as session:
         job = session.execute(sa.select(Job).where(Job.name == JOB_NAME)).scalar_one()
-        totals = dict(
-            session.execute(sa.select(Cot.valid, sa.func.count()).group_by(Cot.valid)).all()
-        )
+        counted = sa.select(Cot.valid, sa.func.count()).where(gate.cot_selected())
+        totals = dict(session.execute(counted.group_by(Cot.valid)).all())
         lengths = proof_lengths(session) if plot_hist else {}
     if job.status != Status.done:
         raise RocqcotError(f"step 9 {job.status}: {job.error or 'see rocqcot status'}")
@@ -222,7 +227,7 @@ def command(
 def summary_line(
     summary: dict[str, Any], queued: bool, totals: dict[bool | None, int], top_k: int
 ) -> str:
-    """One line: what this run judged, and the CoTs kept in all."""
+    """One line: what this run judged, and the selection's CoTs kept in all."""
     if not queued:
         now = "nothing to judge"
     else:
