@@ -352,8 +352,8 @@ FIELDS = (
      "`(*</have>*)` (the proof itself when it has none)"),
     ("`status`", "`traced`, `failed` (then `failed_stage` and `error`: the step and Rocq's "
      "message) or `pending`"),
-    ("`parent_chain`, `printing`", "(haves only) the parent's chain that opens the have; the "
-     "printing options its statement needed"),
+    ("`parent_chain`, `printing`", "(haves only) the index of the parent's step that opens "
+     "the have; the printing options its statement needed"),
     ("`global_variables`", "section variables in scope: `{text, names, premises}`"),
     ("`initial_goal`, `initial_goal_with_gvars`", "the goal when the proof starts, without and "
      "with the section variables"),
