@@ -165,7 +165,9 @@ def main() -> None:
     toolchain = chosen(args.rocq_bin)
     library = library_arguments(args.full, args.library, args.prefix)
     source, prefix = Path(library["source"]).resolve(), library["prefix"]
-    arguments = ["--input", str(source), "--prefix", prefix, "--max-workers", str(args.jobs)]
+    arguments = ["--max-workers", str(args.jobs), *(["--full"] if args.full else [])]
+    if args.library:
+        arguments += ["--input", str(source), "--prefix", prefix]
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         home.chmod(0o755)  # the embedded server runs as its own user when we are root
