@@ -30,6 +30,7 @@ from app.plural import plural
 from app.progress import StepProgress
 from app.steps import STEPS, StepInfo, step_module
 from app.steps.step_3 import KHaveOption, KWoHaveOption
+from app.trace import command as trace_command
 
 DATASET_DIR = Path("export/dataset")
 DATASET_FILE = "train.jsonl"
@@ -288,6 +289,7 @@ def run(
     A step that leaves failed rows does not stop the run; the run fails at its end."""
     from app.exports import write_export
     from app.llm import StepLeftFailures
+    from app.steps.step_0 import library_arguments
 
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the bars here are enough
     toolchain = use_rocq(rocq_bin)
@@ -381,16 +383,6 @@ def pipeline(options: RunOptions, out: Path) -> list[tuple[int, Callable[[], Non
     return calls
 
 
-def library_arguments(full: bool, source: Path | None, prefix: str | None) -> dict[str, Any]:
-    """Step 0's library: `--input`, or step 0's default (MathComp's ssreflect part, all of
-    MathComp with `--full`)."""
-    from app.steps.step_0 import default_library
-
-    if source is not None:
-        return {"source": source, "name": source.name, "prefix": prefix or source.name}
-    return default_library(full)
-
-
 def report_failures(shown: int = 3) -> None:
     """The most frequent failures of each table and stage, and why the selection's CoTs were
     not kept."""
@@ -446,6 +438,10 @@ def _add_step_command(step: StepInfo) -> None:
 
 for _step in STEPS:
     _add_step_command(_step)
+
+app.command("trace", help="Steps 0-4 on every theorem, then the trace: one JSONL per library.")(
+    trace_command
+)
 
 
 def run_step(command: Callable[..., None]) -> None:

@@ -218,9 +218,8 @@ def test_db_stop_refuses_a_server_it_does_not_run(subprocess_env: dict[str, str]
     assert "DATABASE_URL is set" in one_line_error(rocqcot(subprocess_env, "db", "stop"))
 
 
-def test_step_0_and_run_take_the_same_library_by_default() -> None:
-    from app.cli import library_arguments
-    from app.steps.step_0 import default_library
+def test_step_0_run_and_trace_take_the_same_library_by_default() -> None:
+    from app.steps.step_0 import default_library, library_arguments
 
     assert library_arguments(False, None, None) == default_library(False)
     assert default_library(False)["prefix"] == "mathcomp.ssreflect"

@@ -412,6 +412,14 @@ def default_library(full: bool) -> dict[str, Any]:
     return {"source": part, "name": "mathcomp-ssreflect", "prefix": "mathcomp.ssreflect"}
 
 
+def library_arguments(full: bool, source: Path | None, prefix: str | None) -> dict[str, Any]:
+    """The library of `run` and `trace`: `--input`, or the default (MathComp's ssreflect part,
+    all of MathComp with `--full`)."""
+    if source is not None:
+        return {"source": source, "name": source.name, "prefix": prefix or source.name}
+    return default_library(full)
+
+
 def default_output(name: str, prefix: str) -> Path:
     """Where the copy goes: `$ROCQCOT_HOME/steps/step_0/NAME/` then the folders of its logical
     prefix (`mathcomp/ssreflect`), so that a file's path under `NAME` is its logical path, as
