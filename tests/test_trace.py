@@ -118,6 +118,7 @@ def test_one_record_per_theorem_and_have_with_steps_and_premises(traced) -> None
     assert (double["name"], double["kind"]) == ("doubleE", "thm")
     assert double["type"] == "forall n : nat, twice n = n + n"
     assert double["defined_in"] == {"logical_path": "demo.base", "line": 15}
+    assert double["spans"] and all(end - start == len("doubleE") for start, end in double["spans"])
     dk = next(r for r in records if r["fqn"] == "demo.proofs.dkE")
     assert dk["global_variables"][0]["names"] == ["k"]
     assert dk["initial_goal_with_gvars"] != dk["initial_goal"]

@@ -197,8 +197,8 @@ def _premises(
     dependencies: list[dict[str, Any]] | None, definitions: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Step 4's dependencies as premises: the name as written, the dictionary fqn, the name
-    Rocq locates, kind, type, the byte spans where the text names it (when step 4 recorded
-    them) and where it is defined (when the dictionary has it)."""
+    Rocq locates, kind, type, the character spans of the built file that name it (when step 4
+    recorded them) and where it is defined (when the dictionary has it)."""
     return [
         {
             "name": d.get("name"),
@@ -376,7 +376,7 @@ RECORD_FORMAT = "\n".join([
     "",
     "A premise is `{name, fqn, located, kind, type, spans, defined_in}`: the name as written,",
     "the dictionary's fqn, the name Rocq's `Locate` gives at that point, the glob kind, its",
-    "type, the byte spans where the chain names it (null when step 4 did not record them) and",
+    "type, the character spans of the built file where the chain names it (`[start, end]`) and",
     "`{logical_path, line}` of its definition (null for an object outside the dictionary).",
     "",
 ])  # fmt: skip

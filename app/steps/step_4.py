@@ -399,7 +399,7 @@ class Evaluator:
     def _names(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
         """The objects and the notations named in character ranges of the file, each once, in
         order, by dictionary fqn, with their dictionary entry (objects: also the name located at
-        this point and its type)."""
+        this point, its type, and the character spans in the built file that name it)."""
         objects: dict[str, dict[str, Any]] = {}
         notations: dict[str, dict[str, Any]] = {}
         for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
@@ -410,7 +410,10 @@ class Evaluator:
             elif ref.kind != "not" and ref.fqn not in objects:
                 fqn, located, type_ = self._resolve(ref, state)
                 objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "located": located,
-                                    "kind": ref.kind, "type": type_, "info": info}  # fmt: skip
+                                    "kind": ref.kind, "type": type_, "info": info,
+                                    "spans": [[ref.start, ref.end]]}  # fmt: skip
+            elif ref.kind != "not":
+                objects[ref.fqn]["spans"].append([ref.start, ref.end])
         return list(objects.values()), list(notations.values())
 
     def _resolve(self, ref: Ref, state: State) -> tuple[str, str, str | None]:
