@@ -120,3 +120,19 @@ def test_a_skipped_proof_that_mattered_falls_back_to_the_full_walk(
         assert state.goals is not None and state.goals.in_proof
         assert session._skip_failed
         assert not session._admitted
+
+
+def test_a_proof_left_unfinished_is_not_redone(built: Path) -> None:
+    """After a walk stopped inside a proof (it failed, or the evaluation went on as a script),
+    going to a later theorem skips the rest of that proof instead of running it."""
+    file = ScriptFile.read(str(built))
+    source = SourceText(built.read_text(encoding="utf-8"))
+    statement = _index(file, "Lemma top_level : forall m, m + 0 = m.")
+    inside = source.byte_position(file.ends[statement + 1])  # after `Proof.`
+    later = source.byte_position(file.ends[_index(file, "Lemma last_one : True.")])
+    with RocqSession(skip_proofs=True) as session:
+        session.start(built, [(str(built.parent), "Skip")])
+        assert session.at(built, inside).goals.in_proof
+        assert statement + 1 not in session._admitted
+        assert session.at(built, later).goals.in_proof
+        assert session._admitted[statement + 1] == statement + 3  # `Proof. … Qed.` skipped

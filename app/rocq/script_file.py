@@ -12,6 +12,7 @@ proof is skipped only as `Proof using <what it used>. Admitted.`: the list is th
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,20 @@ class ScriptFile:
         """The proof starting at sentence `index` if it ends within the first `count`."""
         proof = self.proofs.get(index)
         return proof if proof is not None and proof.qed < count else None
+
+    def unfinished(self, count: int, target: int) -> SkippableProof | None:
+        """The skippable proof that the first `count` sentences stop inside of, short of its
+        last tactic, if a walk to the first `target` goes past its end: the rest of it need not
+        run (after a proof that failed or diverged, the next theorem does not redo it)."""
+        k = bisect.bisect_right(self._firsts, count - 1) - 1
+        proof = self.proofs[self._firsts[k]] if k >= 0 else None
+        if proof is None or not proof.first <= count - 1 < proof.qed - 1:
+            return None
+        return proof if proof.qed < target else None
+
+    @functools.cached_property
+    def _firsts(self) -> list[int]:
+        return sorted(self.proofs)
 
     def statement(self, name: str) -> int:
         """The index of the sentence stating theorem `name` (short or fully qualified)."""

@@ -336,6 +336,8 @@ class RocqSession:
         """Execute the file's sentences up to the first `count`; opaque proofs wholly before
         them run as `Admitted.` when the session skips proofs."""
         loaded, goals = self._current_file(), None
+        if self._skipping and (left := loaded.unfinished(len(self._prefix), count)):
+            self._cut_prefix(left.first)
         while len(self._prefix) < count:
             index = len(self._prefix)
             proof = loaded.skippable(index, count) if self._skipping else None
