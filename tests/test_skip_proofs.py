@@ -136,3 +136,22 @@ def test_a_proof_left_unfinished_is_not_redone(built: Path) -> None:
         assert statement + 1 not in session._admitted
         assert session.at(built, later).goals.in_proof
         assert session._admitted[statement + 1] == statement + 3  # `Proof. … Qed.` skipped
+
+
+def test_suggestions_that_rocq_wrapped_are_read() -> None:
+    """Rocq breaks a long name (or a long variable list) onto the next line."""
+    output = (
+        "Chars 8988 - 9056 [by~move~~=>/(leq_ltn_trans~_)~...] 0.027 secs (0.001u,0.s)\n"
+        "The proof of gt_size_poly_neq0\n"
+        "should start with one of the following commands:\n"
+        "Proof using . \nProof using Type. \n"
+        "Chars 9057 - 9061 [Qed.] 0. secs (0.u,0.s)\n"
+        "The proof of a_rather_long_lemma_name should start with one of the following commands:\n"
+        "Proof using R some_hypothesis another_hypothesis yet_another_hypothesis\n"
+        "  last_one. \nProof using All. \n"
+        "Chars 9100 - 9104 [Qed.] 0. secs (0.u,0.s)\n"
+    )
+    assert proofs_using(output) == {
+        9057: "",
+        9100: "R some_hypothesis another_hypothesis yet_another_hypothesis last_one",
+    }

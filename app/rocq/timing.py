@@ -26,8 +26,12 @@ from app.rocq.positions import Position, SourceText
 _LINE = re.compile(r"Chars (\d+) - (\d+) \[.*\] (\S+) secs \(\S*\)")
 TIMING_SUFFIX = ".timing"
 """A compiled file's `coqc -time` output is kept beside it, as `file.v.timing`."""
-_SUGGESTION = re.compile(r"The proof of \S+ should start with one of the following commands:")
-_USING = re.compile(r"Proof using\b(.*)\.\s*")
+_SUGGESTION = re.compile(
+    r"The proof of\s+\S+\s+should start with one of the following commands:\s*"
+    r"Proof using\b([^.]*)\."
+)
+"""Rocq wraps long lines: a long name or variable list spans several."""
+_NEXT_SENTENCE = re.compile(r"^Chars (\d+) - ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,7 @@ def proofs_using(output: str) -> dict[int, str]:
     """The section variables each proof used (`Proof using` arguments), by the byte offset of
     its `Qed.`: the next sentence timed after the suggestion."""
     found: dict[int, str] = {}
-    lines = iter(output.splitlines())
-    pending: str | None = None
-    for line in lines:
-        if _SUGGESTION.fullmatch(line.strip()):
-            using = _USING.fullmatch(next(lines, "").strip())
-            pending = using[1].strip() if using else None
-        elif (match := _LINE.fullmatch(line)) and pending is not None:
-            found[int(match[1])] = pending
-            pending = None
+    for suggestion in _SUGGESTION.finditer(output):
+        if qed := _NEXT_SENTENCE.search(output, suggestion.end()):
+            found[int(qed[1])] = " ".join(suggestion[1].split())
     return found
