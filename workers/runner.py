@@ -2,8 +2,9 @@
 
 Claim ready rows (a short transaction), run the stage function on each outside any
 transaction while a keeper thread renews the lease, then store the result and mark the row
-done in one transaction. A failure marks the row failed with its reason. Killing a worker at
-any instant loses nothing: its rows' leases expire.
+done in one transaction (the results of rows that finish within `SETTLE_SECONDS` of each other
+together). A failure marks the row failed with its reason. Killing a worker at any instant
+loses nothing: its rows' leases expire.
 
 A lost database (the server died, restarts, or is unreachable) is waited for with backoff: the
 process reports it once and says when it is back (an embedded server is started again by the
@@ -48,6 +49,10 @@ T = TypeVar("T")
 IDLE_POLL_SECONDS = 0.5
 MAX_ERROR_CHARS = 4000
 STAGE_DATABASE_RETRIES = 3
+SETTLE_SECONDS = 1.0
+"""Rows that finish quickly have their results written together, at most this long after the
+first of them finished: one transaction for many cheap rows. A worker killed in between
+loses that much work, which the rows' leases give back."""
 """How often a row's stage function runs again when the database went away under it."""
 
 
@@ -177,6 +182,16 @@ def with_reconnect(
         return result
 
 
+@dataclass(frozen=True)
+class _Finished:
+    """A row whose stage function returned: its result, or why it failed; and when."""
+
+    row_id: int
+    result: Any
+    error: str | None = None
+    at: float = field(default_factory=time.monotonic)
+
+
 class Worker:
     """Runs one stage until no row is ready (or forever, polling)."""
 
@@ -219,9 +234,12 @@ class Worker:
                     self._stopping.wait(IDLE_POLL_SECONDS)
                     continue
                 keeper.held = [row_id for row_id, _ in ids]
+                finished: list[_Finished] = []
                 for row_id, item in ids:
-                    self._process(row_id, item, resource)
-                    keeper.held.remove(row_id)
+                    finished.append(self._run(row_id, item, resource))
+                    if finished[0].at + SETTLE_SECONDS <= time.monotonic():
+                        self._settle_all(finished)
+                self._settle_all(finished)
 
     def _db(self, action: Callable[[], T], what: str) -> T:
         """A database action through the outage, then the release of rows it left behind."""
@@ -257,20 +275,63 @@ class Worker:
                 queue.release(session, self.spec, dead)
             return bool(holders)
 
-    def _process(self, row_id: int, item: Any, resource: Any) -> None:
+    def _run(self, row_id: int, item: Any, resource: Any) -> _Finished:
+        """The stage function on one row: its result, or the reason it failed."""
         extra = {"stage": self.spec.stage.value, "row": row_id, "worker": self.name}
         for attempt in range(STAGE_DATABASE_RETRIES + 1):
             try:
-                result = self.spec.call(item, resource)
-                break
+                return _Finished(row_id, self.spec.call(item, resource))
             except Exception as error:  # the stage's own failure: record it, carry on
                 if is_connection_error(error) and attempt < STAGE_DATABASE_RETRIES:
                     self._db(self._ping, "stage")  # the database went away: not the row's fault
                     continue
                 log.warning("failed: %s", error, extra=extra)
-                self._settle(row_id, error=describe(error))
-                return
-        self._settle(row_id, result=result)
+                return _Finished(row_id, None, describe(error))
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _settle_all(self, finished: list[_Finished]) -> None:
+        """Write the results of finished rows, together if possible, and let them go."""
+        if not self._settled_together(finished):
+            for row in finished:
+                self._settle(row.row_id, result=row.result, error=row.error)
+        self._release(finished)
+
+    def _settled_together(self, finished: list[_Finished]) -> bool:
+        """Write several results in one transaction; False if there is one, or if that failed
+        (a lost lease or a result that cannot be stored concerns its row only: written again
+        row by row, which reports it)."""
+        if len(finished) < 2:
+            return False
+
+        def write() -> None:
+            with session_factory().begin() as session:
+                fast_commits(session)
+                for row in finished:
+                    self._write(session, row)
+
+        try:
+            self._db(write, "finish")
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            return False
+        for row in finished:
+            self._count(row)
+        return True
+
+    def _release(self, finished: list[_Finished]) -> None:
+        """The rows are settled: the lease keeper lets them go."""
+        if self._keeper is not None:
+            for row in finished:
+                self._keeper.held.remove(row.row_id)
+        finished.clear()
+
+    def _write(self, session: Any, row: _Finished) -> None:
+        if row.error is None:
+            queue.finish(session, self.spec, self.name, row.row_id)
+            self.spec.store(session, row.row_id, row.result)
+        else:
+            queue.fail(session, self.spec, self.name, row.row_id, row.error)
 
     @staticmethod
     def _ping() -> None:
@@ -281,11 +342,7 @@ class Worker:
         def write() -> None:
             with session_factory().begin() as session:
                 fast_commits(session)
-                if error is None:
-                    queue.finish(session, self.spec, self.name, row_id)
-                    self.spec.store(session, row_id, result)
-                else:
-                    queue.fail(session, self.spec, self.name, row_id, error)
+                self._write(session, _Finished(row_id, result, error))
 
         try:
             self._db(write, "finish")
@@ -300,11 +357,14 @@ class Worker:
                 raise
             self._settle(row_id, error=f"storing the result failed: {describe(store_error)}")
             return
-        if error is None:
-            self.stats.done_ids.add(row_id)
-            self.stats.failed_ids.discard(row_id)
+        self._count(_Finished(row_id, result, error))
+
+    def _count(self, row: _Finished) -> None:
+        if row.error is None:
+            self.stats.done_ids.add(row.row_id)
+            self.stats.failed_ids.discard(row.row_id)
         else:
-            self.stats.failed_ids.add(row_id)
+            self.stats.failed_ids.add(row.row_id)
         self.stats.done, self.stats.failed = len(self.stats.done_ids), len(self.stats.failed_ids)
 
 
