@@ -22,15 +22,16 @@ from dataclasses import dataclass
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
 
-PRINTINGS = (
-    "",
-    "Set Printing Coercions. Set Printing Implicit.",
-    "Set Printing All.",
-    "Set Printing All. Set Printing Fully Qualified.",
-)
+PLAIN, IMPLICIT, ALL = "", "Set Printing Coercions. Set Printing Implicit.", "Set Printing All."
+QUALIFIED = "Set Printing All. Set Printing Fully Qualified."
+DECIMAL = "Set Printing All. (numbers in decimal)"
+"""`Set Printing All.` with its unary numbers written in decimal (`60%nat`): Rocq's display
+elides terms nested more than 50 deep, as `S (S … (...))`, and then cannot be read back."""
+PRINTINGS = (PLAIN, IMPLICIT, DECIMAL, ALL, QUALIFIED)
 """How a have's goal is printed, from the most readable: as Rocq displays it, with coercions
-and implicit arguments, fully explicit (numbers in unary), then with every global name
-qualified (a hypothesis may shadow a global name the goal uses)."""
+and implicit arguments, fully explicit (numbers in decimal, then in unary), then with every
+global name qualified (a hypothesis may shadow a global name the goal uses). The first two are
+tried on the whole goal, then each part of the lemma takes the first that gives it back."""
 
 _RESERVED = re.compile(r"_[\w']*_$")
 _BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
@@ -95,6 +96,8 @@ class _Have:
 
     def printed(self, printing: str) -> _Printed:
         """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
+        if printing == DECIMAL:
+            return _decimal(self.printed(ALL), self.printed(IMPLICIT))
         if printing not in self.shown:
             shown = self.session.run(self.state, f"{printing} {self.lead}")
             assert shown.goals is not None
@@ -123,12 +126,11 @@ def state_have(
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
     have = _Have(session, state, lead, goal_index, hidden)
-    problems, tried = [], set()
-    for printing in PRINTINGS:
+    problems = []
+    for printing in (PLAIN, IMPLICIT):
         printed = have.printed(printing)
-        if (printed.binders, printed.conclusion) in tried:
+        if problems and printed == have.printed(PLAIN):
             continue
-        tried.add((printed.binders, printed.conclusion))
         problem = have.check(_same_goal(printed.binders, printed.conclusion))
         if problem is None:
             return _statement(printed.binders, printed.conclusion, printing)
@@ -139,9 +141,12 @@ def state_have(
 def _per_part(have: _Have, problems: list[str]) -> HaveStatement:
     """Each part in the most readable printing that gives it back, then the whole checked."""
     every = [have.printed(printing) for printing in PRINTINGS]
+    if len({tuple(b.names for b in p.binders) for p in every}) > 1:
+        raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
     chosen: list[_Printed] = []
     for index in range(len(every[0].binders) + 1):
-        found = next((p for p in every if have.check(_same_part(p, index)) is None), None)
+        candidates = _candidates(every, index)
+        found = next((p for p in candidates if have.check(_same_part(p, index)) is None), None)
         if found is None:
             missing = f"no printing gives back {_part(every[0], index)}"
             raise NotStated("; ".join([*problems, missing]))
@@ -162,6 +167,28 @@ def _part(printed: _Printed, index: int) -> str:
     return "the goal"
 
 
+def _candidates(every: list[_Printed], index: int) -> list[_Printed]:
+    """The printings of a part in order, each distinct text once (a decimal printing that
+    changed nothing is the plain `Set Printing All.`)."""
+    texts: set[str] = set()
+    candidates = []
+    explicit = next(p for p in every if p.printing == ALL)
+    for printed in every:
+        text = _part_text(printed, index)
+        if printed.printing == DECIMAL and text == _part_text(explicit, index):
+            continue
+        if text not in texts:
+            texts.add(text)
+            candidates.append(printed)
+    return candidates
+
+
+def _part_text(printed: _Printed, index: int) -> str:
+    if index < len(printed.binders):
+        return printed.binders[index].text
+    return printed.conclusion
+
+
 def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> HaveStatement:
     return HaveStatement(" ".join(b.text for b in binders), conclusion, printing)
 
@@ -171,11 +198,130 @@ def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> _Printed:
     return _Printed(printing, *lemma_parts(rename_reserved(goal), hidden))
 
 
+def _decimal(explicit: _Printed, shown: _Printed) -> _Printed:
+    """The fully explicit printing with its numbers in decimal, part by part (a part whose
+    numbers do not line up with the display's stays as it is)."""
+
+    def part(text: str, display: str) -> str:
+        return decimal_numbers(text, display) or text
+
+    binders = tuple(
+        Binder(
+            b.names,
+            part(b.type, d.type),
+            None if b.body is None or d.body is None else part(b.body, d.body),
+        )
+        for b, d in zip(explicit.binders, shown.binders, strict=True)
+    )
+    return _Printed(DECIMAL, binders, part(explicit.conclusion, shown.conclusion))
+
+
+_UNARY = re.compile(r"(?<![\w'.@])(?:S|O)(?![\w'.])")
+_DECIMAL = re.compile(r"(?<![\w'.])\d+(?![\w'])")
+
+
+def decimal_numbers(explicit: str, display: str) -> str | None:
+    """`explicit` (Rocq's text under `Set Printing All`) with each unary number (`O`,
+    `S (S O)`, or elided: `S (S (...))`) written `2%nat`; an elided one takes its value from
+    the display with notations (`display`), whose decimal numbers come in the same order. None
+    when there is nothing to write or the numbers do not line up."""
+    numbers, position = [], 0
+    while match := _UNARY.search(explicit, position):
+        found = _unary(explicit, match.start())
+        if found is None:
+            position = match.end()
+            continue
+        numbers.append((match.start(), *found))
+        position = found[0]
+    shown = [int(n) for n in _DECIMAL.findall(display)]
+    elided = any(value is None for _, _, value in numbers)
+    if not numbers or (elided and len(shown) != len(numbers)):
+        return None
+    values = shown if elided else [value for _, _, value in numbers]
+    if any(value not in (None, v) for (_, _, value), v in zip(numbers, values, strict=True)):
+        return None
+    parts, last = [], 0
+    for (start, end, _), value in zip(numbers, values, strict=True):
+        parts += [explicit[last:start], f"{value}%nat"]
+        last = end
+    return "".join([*parts, explicit[last:]])
+
+
+def _unary(text: str, start: int) -> tuple[int, int | None] | None:
+    """The end of the unary number at `start` and its value (None when elided), if one is."""
+    if text.startswith("O", start):
+        return start + 1, 0
+    if text.startswith("...", start):
+        return start + 3, None
+    if text.startswith("(...)", start):
+        return start + 5, None
+    if not text.startswith("S ", start):
+        return None
+    inner = start + 2
+    if text.startswith("(", inner) and not text.startswith("(...)", inner):
+        found = _unary(text, inner + 1)
+        if found is None or not text.startswith(")", found[0]):
+            return None
+        end, value = found[0] + 1, found[1]
+    else:
+        found = _unary(text, inner)
+        if found is None:
+            return None
+        end, value = found
+    return end, None if value is None else value + 1
+
+
 def _same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
-    """A tactic that fails unless the have's goal, with its own hypotheses reverted, is the
-    statement's closed term `forall binders, conclusion` (elaborated in a product, as a type,
-    as a lemma's statement is)."""
-    return _revert(binders) + _is_goal(_term(binders, conclusion))
+    """A tactic that fails unless the statement is the have's goal: its hypotheses reverted,
+    then introduced again one by one under the binders' names, each checked against its
+    binder elaborated in the context of those before it, then the goal against the conclusion
+    (as Rocq elaborates a lemma's binders and statement)."""
+    return _checks(binders, binders, conclusion)
+
+
+def _same_part(printed: _Printed, index: int) -> str:
+    """A tactic that fails unless binder `index` (the conclusion after the last) is what the
+    have's goal has there (the binders before it introduced, not checked)."""
+    before = printed.binders[:index]
+    intro = [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
+    if index == len(printed.binders):
+        return _checks(printed.binders, (), printed.conclusion, intro)
+    return _checks(printed.binders, (printed.binders[index],), None, intro)
+
+
+def _checks(
+    every: tuple[Binder, ...],
+    checked: tuple[Binder, ...],
+    conclusion: str | None,
+    intro: list[str] | None = None,
+) -> str:
+    """Revert the hypotheses of `every` binder, run `intro`, introduce and check each of
+    `checked`, then check the goal against `conclusion` (when given)."""
+    count = sum(len(b.names) for b in every)
+    steps = [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
+    steps += intro or []
+    steps += [f"intros {name}; {_is_last(b)}" for b in checked for name in b.names]
+    if conclusion is not None:
+        steps.append(_is_goal(conclusion))
+    return "; ".join(steps) or "idtac"
+
+
+def _is_last(binder: Binder) -> str:
+    """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there."""
+    if binder.body is not None:
+        h, b, ty, x, u, v = _fresh(binder.text, "H", "b", "ty", "x", "u", "v")
+        return (
+            f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
+            f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
+            f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
+            f"constr_eq {ty} {u}; constr_eq {b} {v} end end"
+        )
+    h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
+    return (
+        f"lazymatch goal with {h} : ?{ty} |- _ => "
+        f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
+        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq {ty} {u} end end"
+    )
 
 
 def _is_goal(term: str) -> str:
@@ -185,44 +331,6 @@ def _is_goal(term: str) -> str:
         f"lazymatch goal with |- ?{g} => let {t} := constr:(forall _ : Prop, {term}) in "
         f"lazymatch {t} with forall _, ?{u} => constr_eq {g} {u} end end"
     )
-
-
-def _term(binders: tuple[Binder, ...], conclusion: str) -> str:
-    """The statement as one closed term (the lemma's type)."""
-    return f"forall {' '.join(b.text for b in binders)}, {conclusion}" if binders else conclusion
-
-
-def _same_part(printed: _Printed, index: int) -> str:
-    """A tactic that fails unless binder `index` (the conclusion after the last) is what the
-    have's goal has there, elaborated in the context of the binders before it (the goal's
-    hypotheses reverted and introduced again under the binders' names)."""
-    before = printed.binders[: index + 1]
-    intro = f"intros {' '.join(n for b in before for n in b.names)}; " if before else ""
-    prelude = _revert(printed.binders) + intro
-    if index == len(printed.binders):
-        return prelude + _is_goal(printed.conclusion)
-    binder = printed.binders[index]
-    if binder.body is not None:
-        h, b, ty, x, u, v = _fresh(binder.text, "H", "b", "ty", "x", "u", "v")
-        return (
-            f"{prelude}lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
-            f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
-            f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
-            f"constr_eq {ty} {u}; constr_eq {b} {v} end end"
-        )
-    h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
-    return (
-        f"{prelude}lazymatch goal with {h} : ?{ty} |- _ => "
-        f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
-        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq {ty} {u} end end"
-    )
-
-
-def _revert(binders: tuple[Binder, ...]) -> str:
-    """Revert the hypotheses the binders stand for, the last ones of the goal's context (by
-    place: reserved names cannot be written)."""
-    count = sum(len(b.names) for b in binders)
-    return f"do {count} lazymatch goal with H : _ |- _ => revert H end; " if count else ""
 
 
 def _fresh(text: str, *names: str) -> list[str]:
