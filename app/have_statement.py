@@ -36,6 +36,7 @@ tried on the whole goal, then each part of the lemma takes the first that gives 
 _RESERVED = re.compile(r"_[\w']*_$")
 _BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
 _WORD = re.compile(r"[\w']+")
+_EVAR = re.compile(r"(?<![\w'])\?[A-Za-z_][\w']*")
 
 
 class NotStated(Exception):
@@ -126,6 +127,9 @@ def state_have(
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
     have = _Have(session, state, lead, goal_index, hidden)
+    plain = have.printed(PLAIN)
+    if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
+        raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
     problems = []
     for printing in (PLAIN, IMPLICIT):
         printed = have.printed(printing)
