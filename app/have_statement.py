@@ -1,17 +1,20 @@
 """A tagged have stated as a lemma of its own, `<fqn>_have_<i>`, that is the have's very goal.
 
 The statement is written from Rocq's display of the have's goal: its hypotheses (the section's
-variables left out) become binders, its conclusion the lemma's. A display does not always parse
-back into the same term (a notation hides an implicit argument, a pattern shows a parameter the
-file's `Asymmetric Patterns` refuses, a canonical structure is found through another path, a
-deep term is elided), so the goal is printed in turn under more explicit `PRINTINGS` until the
-statement is the goal.
+variables left out) become binders, its conclusion the lemma's. A display does not always read
+back as the same term: a bound variable's name is lost (`rot^~ (x :: t)`), a notation hides an
+implicit argument (`x <> 1`, `Tagged`), a pattern shows a parameter the file's `Asymmetric
+Patterns` refuses (`ReflectT _ Dx`), a coercion is found through another canonical path, a
+fully explicit number is too deep to display (`S (S … (...))`). So the whole goal is printed
+as displayed, then with coercions and implicit arguments; when neither reads back, each binder
+and the conclusion take the most readable of `PRINTINGS` that gives them back.
 
-"The same goal" is decided by Rocq where the have is, inside the parent's proof: with the
-have's hypotheses reverted (the section's variables stay, as after the parent's `Qed`), the
-goal must be syntactically the statement's `forall binders, conclusion` elaborated there
-(`constr_eq`: the same term up to the names of bound variables, never merely convertible).
-The lemma then has to be accepted after the parent's `Qed`, where step 4 proves it.
+"The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
+hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
+introduced again one by one under the binders' names, each hypothesis (type and body) and then
+the goal compared with the binder or conclusion elaborated at that point, as Rocq elaborates a
+lemma's statement; `constr_eq`: the same term up to the names of bound variables, never merely
+convertible. Step 4 then runs the lemma after the parent's `Qed` and proves it there.
 """
 
 from __future__ import annotations
