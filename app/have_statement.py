@@ -26,15 +26,13 @@ from app.rocq.goals import Goal, Hypothesis
 from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
 
 PLAIN, IMPLICIT, ALL = "", "Set Printing Coercions. Set Printing Implicit.", "Set Printing All."
-QUALIFIED = "Set Printing All. Set Printing Fully Qualified."
 DECIMAL = "Set Printing All. (numbers in decimal)"
 """`Set Printing All.` with its unary numbers written in decimal (`60%nat`): Rocq's display
 elides terms nested more than 50 deep, as `S (S … (...))`, and then cannot be read back."""
-PRINTINGS = (PLAIN, IMPLICIT, DECIMAL, ALL, QUALIFIED)
+PRINTINGS = (PLAIN, IMPLICIT, DECIMAL, ALL)
 """How a have's goal is printed, from the most readable: as Rocq displays it, with coercions
-and implicit arguments, fully explicit (numbers in decimal, then in unary), then with every
-global name qualified (a hypothesis may shadow a global name the goal uses). The first two are
-tried on the whole goal, then each part of the lemma takes the first that gives it back."""
+and implicit arguments, then fully explicit (numbers in decimal, then in unary). The first two
+are tried on the whole goal, then each part of the lemma takes the first that gives it back."""
 
 _RESERVED = re.compile(r"_[\w']*_$")
 _BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
