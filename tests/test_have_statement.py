@@ -241,8 +241,9 @@ FOUR = {
 
 @pytest.mark.slow
 def test_the_four_mathcomp_cases(tmp_path: Path, subprocess_env, mathcomp_dir: Path) -> None:
-    """Steps 0 to 4 on the MathComp files the four theorems need (about 40; some ten minutes
-    on two cores): every have of the four is kept, stated in a printing Rocq checked."""
+    """Steps 0 to 4 on the MathComp files the four theorems need (41 with MathComp 1.15: 14
+    minutes on two busy cores): every have of the four is kept, stated in a printing Rocq
+    checked."""
     files = dependencies(mathcomp_dir, "mathcomp").needed(FOUR)
     source = tmp_path / "in" / "mathcomp"
     for file in files:
