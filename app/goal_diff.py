@@ -10,14 +10,11 @@ order.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from app.rocq.goals import Goal, Goals, Hypothesis
 
 NO_GOALS = "No more goals."
-_RESERVED = re.compile(r"_[\w']*_$")
-_BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
 UNFOCUSED = "This subproof is complete, but there are some unfocused goals:"
 
 
@@ -122,71 +119,3 @@ def _by_name(goal: Goal) -> dict[str, str]:
         for name in hypothesis.names:
             shown[name] = f"{body}: {hypothesis.type}"
     return shown
-
-
-def rename_reserved(goal: Goal) -> Goal:
-    """The goal with the names Rocq reserves (`_x_`, made by intro patterns) renamed, so that
-    it can be written as a lemma."""
-    taken = {name for h in goal.hypotheses for name in h.names}
-    renames: dict[str, str] = {}
-    for old in (name for h in goal.hypotheses for name in h.names):
-        if _RESERVED.match(old):
-            new = old.strip("_") or "x"
-            while new in taken:
-                new += "'"
-            renames[old] = new
-            taken.add(new)
-    if not renames:
-        return goal
-
-    def fix(text: str) -> str:
-        for old, new in renames.items():
-            text = re.sub(rf"(?<![\w']){re.escape(old)}(?![\w'])", new, text)
-        return text
-
-    hypotheses = tuple(
-        Hypothesis(
-            tuple(renames.get(n, n) for n in h.names),
-            None if h.body is None else fix(h.body),
-            fix(h.type),
-        )
-        for h in goal.hypotheses
-    )
-    return Goal(hypotheses, fix(goal.conclusion), goal.name)
-
-
-def lemma_statement(name: str, goal: Goal, hidden: frozenset[str]) -> str:
-    """`Lemma name (x : T) (y : U := (v)) … : conclusion.` for a goal without reserved names,
-    the section variables (`hidden`) left out; line breaks become spaces."""
-    binders = []
-    for h in goal.hypotheses:
-        names = [n for n in h.names if n not in hidden]
-        if names and h.body is not None:
-            body, type_ = let_parts(h.body, h.type)
-            binders.append(f"({' '.join(names)} : {_one_line(type_)} := ({_one_line(body)}))")
-        elif names:
-            binders.append(f"({' '.join(names)} : {_one_line(h.type)})")
-    return f"Lemma {' '.join([name, *binders])} : {_one_line(goal.conclusion)}."
-
-
-def let_parts(body: str, type_: str) -> tuple[str, str]:
-    """A local definition's body and type, split at the last top-level ` : ` that does not type
-    a binder: Rocq's display `x := body : type` has no other mark, and a body may hold colons
-    of its own (`fix f (n : nat) {struct n} : nat := …`)."""
-    text = f"{body} : {type_}"
-    depth, colons = 0, []
-    for i, char in enumerate(text):
-        depth += (char in "([{") - (char in ")]}")
-        if char == ":" and depth == 0 and text[i - 1 : i] == " " and text[i + 1 : i + 2] == " ":
-            colons.append(i)
-    for i in reversed(colons):
-        words = text[:i].split()
-        while words and re.fullmatch(r"[\w']+", words[-1]) and words[-1] not in _BINDERS:
-            words.pop()
-        if not words or words[-1] not in _BINDERS:
-            return text[:i].rstrip(), text[i + 1 :].strip()
-    return body, type_
-
-
-def _one_line(text: str) -> str:
-    return re.sub(r"\s*\n\s*", " ", text)

@@ -18,7 +18,7 @@ from app.chains import Alignment, parse_chains, untagged
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
-from app.goal_diff import goal_diff, lemma_statement, let_parts, rename_reserved, render
+from app.goal_diff import goal_diff, render
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import LoadPath, RocqSession, State
 from app.rocq.toolchain import current
@@ -309,32 +309,6 @@ def test_goal_diff_phrases() -> None:
     assert render(Goals((g2,), in_proof=True), hidden).splitlines()[0] == "h : n = 0"
     assert render(Goals((), (g1,), in_proof=True)).startswith("This subproof is complete")
     assert render(Goals(in_proof=True)) == "No more goals."
-
-
-def test_lemma_statement_renames_reserved_names() -> None:
-    goal = Goal(
-        (
-            Hypothesis(("T",), None, "Type"),
-            Hypothesis(("x", "y"), None, "T"),
-            Hypothesis(("_x_",), None, "x = y"),
-            Hypothesis(("z",), "x", "T"),
-        ),
-        "y =\n  x",
-    )
-    fix = "fix f (n : nat) {struct n} : nat := match n with 0 => 0 | S k => f k end"
-    assert let_parts("fix f (n : nat) {struct n}", fix[29:] + " : nat -> nat") == (
-        fix,
-        "nat -> nat",
-    )
-    assert let_parts("fun x => x", "forall T : Type, T -> T") == (
-        "fun x => x",
-        "forall T : Type, T -> T",
-    )
-    renamed = rename_reserved(goal)
-    assert renamed.hypotheses[2] == Hypothesis(("x'",), None, "x = y")
-    assert lemma_statement("l", renamed, frozenset({"T"})) == (
-        "Lemma l (x y : T) (x' : x = y) (z : T := (x)) : y = x."
-    )
 
 
 # --- The step --------------------------------------------------------------------------------

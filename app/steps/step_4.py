@@ -15,10 +15,9 @@ its type from `Check` of that name (cached per name) and its dictionary entry. W
 not know the glob's name (the glob drops some module paths), both are the name it locates.
 
 Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
-statement is the have's goal as a lemma over the local context, run after the parent's `Qed`
-and kept when Rocq reads it back as that very goal (as Rocq displays it, else with coercions and
-implicit arguments, else fully explicit), and its proof is the have's proof, evaluated the same
-way (its own tagged haves nested again).
+statement is the have's goal as a lemma over the local context (`app.have_statement`: the most
+readable printing that Rocq elaborates into that very goal), run after the parent's `Qed`, and
+its proof is the have's proof, evaluated the same way (its own tagged haves nested again).
 """
 
 from __future__ import annotations
@@ -53,16 +52,10 @@ from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
 from app.dictionary import Ref
 from app.file_claims import largest_files_first
-from app.goal_diff import (
-    goal_diff,
-    lemma_statement,
-    remaining,
-    rename_reserved,
-    render,
-    without_names,
-)
+from app.goal_diff import goal_diff, remaining, render
+from app.have_statement import HaveStatement, NotStated, state_have
 from app.options import RocqBin, use_rocq
-from app.rocq.goals import Goal, Hypothesis
+from app.rocq.goals import Hypothesis
 from app.rocq.positions import Position
 from app.rocq.session import LoadPath, RocqError, RocqSession, RocqSessionError, State
 from app.stages import StageSpec, register
@@ -70,12 +63,6 @@ from app.stages import StageSpec, register
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
-ALL = "Set Printing All. "
-PRINTINGS = ("", "Set Printing Coercions. Set Printing Implicit. ", ALL)
-"""How a have's goal is printed to state it as a lemma, tried in turn until Rocq reads the
-statement back as that goal (the same display, plain and under `Set Printing All`): as
-displayed, with coercions and implicit arguments, then fully explicit (which writes numbers in
-unary and elides deep terms with `...`, so it seldom reads back)."""
 
 
 class ReplayFailed(Exception):
@@ -163,8 +150,8 @@ class PendingHave:
     index: int
     chain: int
     block: HaveBlock
-    goals: tuple[Goal, ...] | None
-    """The have's goal in each of `PRINTINGS`; None if Rocq refused the have."""
+    statement: HaveStatement | None
+    """The have's goal as a lemma; None if Rocq refused the have or no printing states it."""
     error: str | None = None
 
 
@@ -299,14 +286,17 @@ class Evaluator:
         return tuple(steps), haves
 
     def _have(self, index: int, number: int, chain: Chain, state: State) -> PendingHave:
-        """The have's goal from its statement alone, as displayed and fully explicit."""
+        """The have's goal as a lemma, decided where the have is (its statement alone)."""
         assert chain.have is not None
         try:
-            printed = [self.session.run(state, mode + chain.lead).goals for mode in PRINTINGS]
+            statement = state_have(self.session, state, chain.lead, chain.goal_index, self.hidden)
         except RocqSessionError as error:
-            return PendingHave(index, number, chain.have, None, _message(error))
-        goals = tuple(goals.foreground[chain.goal_index] for goals in printed if goals is not None)
-        return PendingHave(index, number, chain.have, goals)
+            error_text = f"Rocq refused the have's statement: {_message(error)}"
+            return PendingHave(index, number, chain.have, None, error_text)
+        except NotStated as problems:
+            error_text = f"the have's goal does not read back as a lemma: {problems}"
+            return PendingHave(index, number, chain.have, None, error_text)
+        return PendingHave(index, number, chain.have, statement)
 
     def _step(self, chain: Chain, previous: State, state: State) -> Step:
         goals, before = state.goals, previous.goals
@@ -361,7 +351,10 @@ class Evaluator:
             "have_index": have.index,
         }
         try:
-            statement, start, printing = self._sub_statement(base, fqn.rpartition(".")[2], have)
+            if have.statement is None:
+                raise ReplayFailed(have.error)
+            statement = have.statement.lemma(fqn.rpartition(".")[2])
+            start = self.session.run(base, statement)
             chains = parse_chains(self.text, block.proof_start, block.proof_end)
             steps, haves = self._replay(fqn, chains, start, None)
         except (ReplayFailed, RocqSessionError) as error:
@@ -370,29 +363,10 @@ class Evaluator:
             return Evaluated(fqn, None, error=message, statement=block.statement, **common)
         named = self._file_span((block.statement_start, block.statement_end))
         evaluation = self._evaluation(start, named, haves, fqn)
+        printing = have.statement.printing
         evaluation |= {"statement": statement, "printing": printing, "parent_chain": have.chain}
         children = tuple(self._sub(base, h, fqn) for h in haves)
         return Evaluated(fqn, evaluation, steps, None, statement, children=children, **common)
-
-    def _sub_statement(self, base: State, name: str, have: PendingHave) -> tuple[str, State, str]:
-        """The lemma stating the have's goal that Rocq reads back as that very goal (the same
-        display, and the same fully explicit display)."""
-        if have.goals is None:
-            raise ReplayFailed(f"Rocq refused the have's statement: {have.error}")
-        printed = [rename_reserved(goal) for goal in have.goals]
-        wanted = [without_names(printed[i], self.hidden).pretty for i in (0, -1)]
-        problems = []
-        for mode, goal in zip(PRINTINGS, printed, strict=True):
-            statement = lemma_statement(name, goal, self.hidden)
-            try:
-                states = [self.session.run(base, p + statement) for p in (PRINTINGS[0], ALL)]
-            except RocqSessionError as error:
-                problems.append(_message(error))
-                continue
-            if [remaining(s.goals, self.hidden)[0].pretty for s in states if s.goals] == wanted:
-                return statement, states[0], mode.strip()
-            problems.append("Rocq reads it as another goal")
-        raise ReplayFailed(f"the have's goal does not read back as a lemma: {'; '.join(problems)}")
 
     # Dependencies and notations -----------------------------------------------------------
 

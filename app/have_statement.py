@@ -1,0 +1,427 @@
+"""A tagged have stated as a lemma of its own, `<fqn>_have_<i>`, that is the have's very goal.
+
+The statement is written from Rocq's display of the have's goal: its hypotheses (the section's
+variables left out) become binders, its conclusion the lemma's. A display does not always read
+back as the same term: a bound variable's name is lost (`rot^~ (x :: t)`), a notation hides an
+implicit argument (`x <> 1`, `Tagged`), a pattern shows a parameter the file's `Asymmetric
+Patterns` refuses (`ReflectT _ Dx`), a coercion is found through another canonical path, a
+fully explicit number is too deep to display (`S (S … (...))`). So the whole goal is printed
+as displayed, then with coercions and implicit arguments; when neither reads back, each binder
+and the conclusion take the most readable of `PRINTINGS` that gives them back.
+
+"The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
+hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
+introduced again one by one under the binders' names, each hypothesis (type and body) and then
+the goal compared with the binder or conclusion elaborated at that point, as Rocq elaborates a
+lemma's statement; `constr_eq`: the same term up to the names of bound variables, never merely
+convertible. Step 4 then runs the lemma after the parent's `Qed` and proves it there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from app.rocq.goals import Goal, Hypothesis
+from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
+
+PLAIN, IMPLICIT, ALL = "", "Set Printing Coercions. Set Printing Implicit.", "Set Printing All."
+DECIMAL = "Set Printing All. (numbers in decimal)"
+"""`Set Printing All.` with its unary numbers written in decimal (`60%nat`): Rocq's display
+elides terms nested more than 50 deep, as `S (S … (...))`, and then cannot be read back."""
+PRINTINGS = (PLAIN, IMPLICIT, DECIMAL, ALL)
+"""How a have's goal is printed, from the most readable: as Rocq displays it, with coercions
+and implicit arguments, then fully explicit (numbers in decimal, then in unary). The first two
+are tried on the whole goal, then each part of the lemma takes the first that gives it back."""
+
+_RESERVED = re.compile(r"_[\w']*_$")
+_BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
+_WORD = re.compile(r"[\w']+")
+_EVAR = re.compile(r"(?<![\w'])\?[A-Za-z_][\w']*")
+
+
+class NotStated(Exception):
+    """No printing of the have's goal gives a lemma that is that goal: why, for each."""
+
+
+@dataclass(frozen=True)
+class HaveStatement:
+    """The have's goal as a lemma: binders and conclusion, and the printing they come from."""
+
+    binders: str
+    """`(x : T) (y : U := (v)) …`, the section's variables left out; empty when none."""
+    conclusion: str
+    printing: str
+    """The flags of `PRINTINGS` the text was printed under (empty: Rocq's display); when the
+    parts need different ones, `per part:` then each part's flags and name."""
+
+    def lemma(self, name: str) -> str:
+        """The lemma as Rocq runs it, on one line."""
+        head = f"{name} {self.binders}" if self.binders else name
+        return f"Lemma {head} : {self.conclusion}."
+
+
+@dataclass(frozen=True)
+class Binder:
+    """A hypothesis of the have's goal as a binder of the lemma (reserved names renamed)."""
+
+    names: tuple[str, ...]
+    type: str
+    body: str | None = None
+
+    @property
+    def text(self) -> str:
+        """`(x y : T)`, or `(x : T := (v))` for a local definition."""
+        if self.body is None:
+            return f"({' '.join(self.names)} : {self.type})"
+        return f"({' '.join(self.names)} : {self.type} := ({self.body}))"
+
+
+@dataclass(frozen=True)
+class _Printed:
+    """The have's goal under one printing, cut into the lemma's parts."""
+
+    printing: str
+    binders: tuple[Binder, ...]
+    conclusion: str
+
+
+class _Have:
+    """The have's goal at its state: printed on demand, checked in place."""
+
+    def __init__(
+        self, session: RocqSession, state: State, lead: str, goal_index: int, hidden: frozenset[str]
+    ) -> None:
+        self.session, self.state, self.lead = session, state, lead
+        self.goal_index, self.hidden = goal_index, hidden
+        self.shown: dict[str, tuple[State, _Printed]] = {}
+
+    def printed(self, printing: str) -> _Printed:
+        """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
+        if printing == DECIMAL:
+            return _decimal(self.printed(ALL), self.printed(IMPLICIT))
+        if printing not in self.shown:
+            shown = self.session.run(self.state, f"{printing} {self.lead}")
+            assert shown.goals is not None
+            goal = shown.goals.foreground[self.goal_index]
+            self.shown[printing] = shown, _cut(goal, self.hidden, printing)
+        return self.shown[printing][1]
+
+    def check(self, tactic: str) -> str | None:
+        """Run a checking tactic on the have's goal: None when it passes, else Rocq's word."""
+        state = next(iter(self.shown.values()))[0]
+        try:
+            self.session.run(state, f"{self.goal_index + 1}: ({tactic}).")
+        except RocqSessionError as error:
+            return _first_line(_message(error))
+        return None
+
+
+def state_have(
+    session: RocqSession, state: State, lead: str, goal_index: int, hidden: frozenset[str]
+) -> HaveStatement:
+    """The most readable statement of the have that `lead` opens at `state` (its goal is the
+    `goal_index`th it leaves) that Rocq elaborates, there, into that very goal: one printing
+    for the whole goal when one does, else each binder and the conclusion in the most readable
+    printing that gives it back.
+
+    Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
+    gives the goal back."""
+    have = _Have(session, state, lead, goal_index, hidden)
+    plain = have.printed(PLAIN)
+    if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
+        raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
+    problems = []
+    for printing in (PLAIN, IMPLICIT):
+        printed = have.printed(printing)
+        if problems and printed == have.printed(PLAIN):
+            continue
+        problem = have.check(_same_goal(printed.binders, printed.conclusion))
+        if problem is None:
+            return _statement(printed.binders, printed.conclusion, printing)
+        problems.append(f"{printing or 'as displayed'}: {problem}")
+    return _per_part(have, problems)
+
+
+def _per_part(have: _Have, problems: list[str]) -> HaveStatement:
+    """Each part in the most readable printing that gives it back, then the whole checked."""
+    every = [have.printed(printing) for printing in PRINTINGS]
+    if len({tuple(b.names for b in p.binders) for p in every}) > 1:
+        raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
+    chosen: list[_Printed] = []
+    for index in range(len(every[0].binders) + 1):
+        candidates = _candidates(every, index)
+        found = next((p for p in candidates if have.check(_same_part(p, index)) is None), None)
+        if found is None:
+            missing = f"no printing gives back {_part(every[0], index)}"
+            raise NotStated("; ".join([*problems, missing]))
+        chosen.append(found)
+    binders = tuple(p.binders[i] for i, p in enumerate(chosen[:-1]))
+    conclusion = chosen[-1].conclusion
+    problem = have.check(_same_goal(binders, conclusion))
+    if problem is not None:
+        raise NotStated("; ".join([*problems, f"per part: {problem}"]))
+    explicit = [f"{p.printing} for {_part(p, i)}" for i, p in enumerate(chosen) if p.printing]
+    return _statement(binders, conclusion, "per part: " + "; ".join(explicit))
+
+
+def _part(printed: _Printed, index: int) -> str:
+    """How a part is named in the record: its binder's names, or `the goal`."""
+    if index < len(printed.binders):
+        return " ".join(printed.binders[index].names)
+    return "the goal"
+
+
+def _candidates(every: list[_Printed], index: int) -> list[_Printed]:
+    """The printings of a part in order, each distinct text once (a decimal printing that
+    changed nothing is the plain `Set Printing All.`)."""
+    texts: set[str] = set()
+    candidates = []
+    explicit = next(p for p in every if p.printing == ALL)
+    for printed in every:
+        text = _part_text(printed, index)
+        if printed.printing == DECIMAL and text == _part_text(explicit, index):
+            continue
+        if text not in texts:
+            texts.add(text)
+            candidates.append(printed)
+    return candidates
+
+
+def _part_text(printed: _Printed, index: int) -> str:
+    if index < len(printed.binders):
+        return printed.binders[index].text
+    return printed.conclusion
+
+
+def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> HaveStatement:
+    return HaveStatement(" ".join(b.text for b in binders), conclusion, printing)
+
+
+def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> _Printed:
+    """The goal's binders and conclusion, reserved names renamed."""
+    return _Printed(printing, *lemma_parts(rename_reserved(goal), hidden))
+
+
+def _decimal(explicit: _Printed, shown: _Printed) -> _Printed:
+    """The fully explicit printing with its numbers in decimal, part by part (a part whose
+    numbers do not line up with the display's stays as it is)."""
+
+    def part(text: str, display: str) -> str:
+        return decimal_numbers(text, display) or text
+
+    binders = tuple(
+        Binder(
+            b.names,
+            part(b.type, d.type),
+            None if b.body is None or d.body is None else part(b.body, d.body),
+        )
+        for b, d in zip(explicit.binders, shown.binders, strict=True)
+    )
+    return _Printed(DECIMAL, binders, part(explicit.conclusion, shown.conclusion))
+
+
+_UNARY = re.compile(r"(?<![\w'.@])(?:S|O)(?![\w'.])")
+_DECIMAL = re.compile(r"(?<![\w'.])\d+(?![\w'])")
+
+
+def decimal_numbers(explicit: str, display: str) -> str | None:
+    """`explicit` (Rocq's text under `Set Printing All`) with each unary number (`O`,
+    `S (S O)`, or elided: `S (S (...))`) written `2%nat`; an elided one takes its value from
+    the display with notations (`display`), whose decimal numbers come in the same order. None
+    when there is nothing to write or the numbers do not line up."""
+    numbers, position = [], 0
+    while match := _UNARY.search(explicit, position):
+        found = _unary(explicit, match.start())
+        if found is None:
+            position = match.end()
+            continue
+        numbers.append((match.start(), *found))
+        position = found[0]
+    shown = [int(n) for n in _DECIMAL.findall(display)]
+    elided = any(value is None for _, _, value in numbers)
+    if not numbers or (elided and len(shown) != len(numbers)):
+        return None
+    values = shown if elided else [value for _, _, value in numbers]
+    if any(value not in (None, v) for (_, _, value), v in zip(numbers, values, strict=True)):
+        return None
+    parts, last = [], 0
+    for (start, end, _), value in zip(numbers, values, strict=True):
+        parts += [explicit[last:start], f"{value}%nat"]
+        last = end
+    return "".join([*parts, explicit[last:]])
+
+
+def _unary(text: str, start: int) -> tuple[int, int | None] | None:
+    """The end of the unary number at `start` and its value (None when elided), if one is."""
+    if text.startswith("O", start):
+        return start + 1, 0
+    if text.startswith("...", start):
+        return start + 3, None
+    if text.startswith("(...)", start):
+        return start + 5, None
+    if not text.startswith("S ", start):
+        return None
+    inner = start + 2
+    if text.startswith("(", inner) and not text.startswith("(...)", inner):
+        found = _unary(text, inner + 1)
+        if found is None or not text.startswith(")", found[0]):
+            return None
+        end, value = found[0] + 1, found[1]
+    else:
+        found = _unary(text, inner)
+        if found is None:
+            return None
+        end, value = found
+    return end, None if value is None else value + 1
+
+
+def _same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
+    """A tactic that fails unless the statement is the have's goal: its hypotheses reverted,
+    then introduced again one by one under the binders' names, each checked against its
+    binder elaborated in the context of those before it, then the goal against the conclusion
+    (as Rocq elaborates a lemma's binders and statement)."""
+    return _checks(binders, binders, conclusion)
+
+
+def _same_part(printed: _Printed, index: int) -> str:
+    """A tactic that fails unless binder `index` (the conclusion after the last) is what the
+    have's goal has there (the binders before it introduced, not checked)."""
+    before = printed.binders[:index]
+    intro = [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
+    if index == len(printed.binders):
+        return _checks(printed.binders, (), printed.conclusion, intro)
+    return _checks(printed.binders, (printed.binders[index],), None, intro)
+
+
+def _checks(
+    every: tuple[Binder, ...],
+    checked: tuple[Binder, ...],
+    conclusion: str | None,
+    intro: list[str] | None = None,
+) -> str:
+    """Revert the hypotheses of `every` binder, run `intro`, introduce and check each of
+    `checked`, then check the goal against `conclusion` (when given)."""
+    count = sum(len(b.names) for b in every)
+    steps = [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
+    steps += intro or []
+    steps += [f"intros {name}; {_is_last(b)}" for b in checked for name in b.names]
+    if conclusion is not None:
+        steps.append(_is_goal(conclusion))
+    return "; ".join(steps) or "idtac"
+
+
+def _is_last(binder: Binder) -> str:
+    """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there."""
+    if binder.body is not None:
+        h, b, ty, x, u, v = _fresh(binder.text, "H", "b", "ty", "x", "u", "v")
+        return (
+            f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
+            f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
+            f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
+            f"constr_eq {ty} {u}; constr_eq {b} {v} end end"
+        )
+    h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
+    return (
+        f"lazymatch goal with {h} : ?{ty} |- _ => "
+        f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
+        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq {ty} {u} end end"
+    )
+
+
+def _is_goal(term: str) -> str:
+    """A tactic that fails unless the goal is `term` (elaborated as a type: in a product)."""
+    g, t, u = _fresh(term, "g", "t", "u")
+    return (
+        f"lazymatch goal with |- ?{g} => let {t} := constr:(forall _ : Prop, {term}) in "
+        f"lazymatch {t} with forall _, ?{u} => constr_eq {g} {u} end end"
+    )
+
+
+def _fresh(text: str, *names: str) -> list[str]:
+    """Ltac variables that `text` never mentions (Ltac would put their values in its place)."""
+    used = set(_WORD.findall(text))
+    fresh = []
+    for name in names:
+        while name in used:
+            name += "'"
+        fresh.append(name)
+    return fresh
+
+
+def _message(error: RocqSessionError) -> str:
+    return error.message if isinstance(error, RocqError) else str(error)
+
+
+def _first_line(message: str) -> str:
+    return " ".join(message.split())[:300]
+
+
+def rename_reserved(goal: Goal) -> Goal:
+    """The goal with the names Rocq reserves (`_x_`, made by intro patterns) renamed, so that
+    it can be written as a lemma: to a name no hypothesis has and the goal's text never uses
+    (which could be a global name the new binder would hide)."""
+    shown = "\n".join([goal.pretty, *(h.body or "" for h in goal.hypotheses)])
+    taken = set(_WORD.findall(shown))
+    renames: dict[str, str] = {}
+    for old in (name for h in goal.hypotheses for name in h.names):
+        if _RESERVED.match(old):
+            new = old.strip("_") or "x"
+            while new in taken:
+                new += "'"
+            renames[old] = new
+            taken.add(new)
+    if not renames:
+        return goal
+
+    def fix(text: str) -> str:
+        for old, new in renames.items():
+            text = re.sub(rf"(?<![\w']){re.escape(old)}(?![\w'])", new, text)
+        return text
+
+    hypotheses = tuple(
+        Hypothesis(
+            tuple(renames.get(n, n) for n in h.names),
+            None if h.body is None else fix(h.body),
+            fix(h.type),
+        )
+        for h in goal.hypotheses
+    )
+    return Goal(hypotheses, fix(goal.conclusion), goal.name)
+
+
+def lemma_parts(goal: Goal, hidden: frozenset[str]) -> tuple[tuple[Binder, ...], str]:
+    """The binders of a goal without reserved names, the section variables (`hidden`) left out,
+    and its conclusion; line breaks become spaces."""
+    binders = []
+    for h in goal.hypotheses:
+        names = tuple(n for n in h.names if n not in hidden)
+        if names and h.body is not None:
+            body, type_ = let_parts(h.body, h.type)
+            binders.append(Binder(names, _one_line(type_), _one_line(body)))
+        elif names:
+            binders.append(Binder(names, _one_line(h.type)))
+    return tuple(binders), _one_line(goal.conclusion)
+
+
+def let_parts(body: str, type_: str) -> tuple[str, str]:
+    """A local definition's body and type, split at the last top-level ` : ` that does not type
+    a binder: Rocq's display `x := body : type` has no other mark, and a body may hold colons
+    of its own (`fix f (n : nat) {struct n} : nat := …`)."""
+    text = f"{body} : {type_}"
+    depth, colons = 0, []
+    for i, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if char == ":" and depth == 0 and text[i - 1 : i] == " " and text[i + 1 : i + 2] == " ":
+            colons.append(i)
+    for i in reversed(colons):
+        words = text[:i].split()
+        while words and re.fullmatch(r"[\w']+", words[-1]) and words[-1] not in _BINDERS:
+            words.pop()
+        if not words or words[-1] not in _BINDERS:
+            return text[:i].rstrip(), text[i + 1 :].strip()
+    return body, type_
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s*\n\s*", " ", text)
