@@ -34,6 +34,7 @@ from app.db import queue
 from app.db.engine import ensure_schema, session_factory
 from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
+from app.evaluator import ReplayFailed
 from app.rocq.toolchain import Toolchain
 from app.stages import StageSpec
 from app.steps import step_4
@@ -98,7 +99,7 @@ def profiled(spec: StageSpec) -> None:
                 item = spec.load(session, row_id)
             try:
                 result = spec.call(item, resource)
-            except step_4.ReplayFailed:
+            except ReplayFailed:
                 continue
             with session_factory().begin() as session:
                 spec.store(session, row_id, result)
