@@ -9,16 +9,28 @@ Section Fin.
 Variable T : finType.
 
 Lemma card_le_total (A : {set T}) : #|A| <= #|T|.
-Proof. by rewrite max_card. Qed.
+Proof.
+rewrite max_card.
+done.
+Qed.
 
 Lemma setU_comm (A B : {set T}) : A :|: B = B :|: A.
-Proof. by rewrite setUC. Qed.
+Proof.
+rewrite setUC.
+done.
+Qed.
 
 Lemma setI_sub_left (A B : {set T}) : A :&: B \subset A.
-Proof. by rewrite subsetIl. Qed.
+Proof.
+rewrite subsetIl.
+done.
+Qed.
 
 Lemma in_setU_or (A B : {set T}) x : (x \in A :|: B) = (x \in A) || (x \in B).
-Proof. by rewrite in_setU. Qed.
+Proof.
+rewrite in_setU.
+done.
+Qed.
 
 Lemma card_setU_le (A B : {set T}) : #|A :|: B| <= #|A| + #|B|.
 Proof.
@@ -27,10 +39,16 @@ by rewrite -e leq_addr.
 Qed.
 
 Lemma subset_trans3 (A B C : {set T}) : A \subset B -> B \subset C -> A \subset C.
-Proof. by move=> h1 h2; apply: subset_trans h1 h2. Qed.
+Proof.
+move=> h1 h2.
+by apply: subset_trans h1 h2.
+Qed.
 
 Lemma setC_involutive (A : {set T}) : ~: ~: A = A.
-Proof. by rewrite setCK. Qed.
+Proof.
+rewrite setCK.
+done.
+Qed.
 
 End Fin.
 
