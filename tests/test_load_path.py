@@ -81,7 +81,7 @@ def test_a_library_on_mathcomp_sees_the_installed_objects_it_requires_and_no_oth
         assert found[f"{core}.Init.Datatypes.andb"].fullname.startswith("Definition andb")
         assert found[f"{core}.Init.Datatypes.S"].kind == "constr"
         # Made by `Include` in a functor's module: only Rocq's print names it.
-        assert "n + m = m + n" in found[f"{core}.NArith.BinNat.N.add_comm"].fullname
+        assert "add n m = add m n" in found[f"{core}.NArith.BinNat.N.add_comm"].fullname
 
         def seen(theorem: str) -> set[str]:
             row = session.execute(sa.select(Theorem).where(Theorem.fqn == theorem)).scalar_one()

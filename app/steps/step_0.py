@@ -12,7 +12,9 @@ their sentences, globs and header documentation only: they become `source_files`
 `from_rocq`, ahead of every file of the library in dependency order and in the `requires` of
 the files that need them, so the dictionary holds their objects and retrieval sees them where
 they are available. The library itself still builds against Rocq's installed `.vo` files, and
-step 1 does not extract their theorems: they are not the library's.
+step 1 does not extract their theorems: they are not the library's. Every other installed file
+the library loads (Rocq's prelude, Stdlib files, an installed MathComp) is recorded the same
+way without any build (`app.load_path`).
 """
 
 from __future__ import annotations
