@@ -59,7 +59,8 @@ from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
 
-EXTRACTOR_VERSION = "step0-1"
+EXTRACTOR_VERSION = "step0-2"
+"""Bumped when step 0 records more: a library built by an older one is built again."""
 BUILD_FILES = ("_CoqProject", "Makefile", "dune", "dune-project")
 BUILD_SUFFIXES = (".mk", ".opam")
 ROCQ_FOLDERS = ("ssr", "ssrmatching")
@@ -398,6 +399,7 @@ def register_library(
         and library.output_path == str(output_path)
         and (output_path / ".rocqcot-build.json").exists()
         and library.status == Status.done
+        and library.extractor_version == EXTRACTOR_VERSION
     )
     if unchanged:
         return False
