@@ -34,8 +34,10 @@ class EmbeddingSettings:
     """`cpu`, `cuda`, ...; None lets sentence-transformers choose."""
     batch_size: int = 64
     quantize: bool = True
-    """On a CPU, run the model's linear layers in int8 (torch's dynamic quantization): about
-    twice the texts a second, the same rankings within noise (`bench.retrieval_quality`)."""
+    """On a CPU, run the model's linear layers in int8 (torch's dynamic quantization): 3.6 to
+    5 times the texts a second measured here, for a small loss in ranking quality
+    (`bench.retrieval_quality`, one run each: fused MRR 0.418 against 0.440, hit@10 0.660
+    against 0.670)."""
 
 
 def model_location(name: str) -> str:
@@ -116,9 +118,9 @@ class Embedder:
 def _quantize(model: object) -> bool:
     """Make a CPU model's linear layers int8, in place; False on another device.
 
-    Where the time goes (MiniLM, entries of about 26 word pieces, sorted by length so that
-    padding is small): the transformer's matrix products, nearly all in its linear layers;
-    the tokenizer and the per-batch overhead are a few percent. int8 halves that time.
+    Where the time goes (MiniLM, texts of about 26 word pieces, sorted by length so that
+    padding is small): the model's forward pass; the tokenizer alone ran 3,600 to 5,200 texts
+    a second where the float model encoded 28 (one thread, a loaded machine).
     """
     import torch
 
