@@ -92,7 +92,7 @@ def _record(
         "build_seconds": 0.0,
         "requires": sorted(requires),
         "sentences": plain(sentences),
-        "glob": {"definitions": known + extra},
+        "glob": {"definitions": distinct(known + extra)},
         "header_docs": [plain(doc) | {"head": doc.head} for doc in header_docs(cleaned)],
     }
 
@@ -142,3 +142,16 @@ def _printed_definitions(
             }
         )
     return extra, appended
+
+
+def distinct(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Definitions at distinct bytes: objects that share one (an inductive and the
+    constructors placed at its sentence; a class's field, which the glob defines twice) are
+    moved a byte apart, so that their order in the dictionary is stable. Nothing reads an
+    installed file's text at these offsets."""
+    used: dict[int, int] = {}
+    for definition in definitions:
+        start = definition["byte_start"]
+        definition["byte_start"] = start + used.get(start, 0)
+        used[start] = used.get(start, 0) + 1
+    return definitions

@@ -162,9 +162,11 @@ ROCQ_FILES = (
     "ssr.ssreflect",
     "ssr.ssrfun",
     "ssr.ssrbool",
+    "ssr.ssrsetoid",
 )
-"""The files of Rocq's SSReflect that the slice requires, directly or not (under the prefix of
-Rocq's library: `Coq`, `Corelib` since Rocq 9)."""
+"""The files of Rocq's SSReflect that the slice requires, directly or not (`ssrsetoid` through
+the Stdlib files `ssrnat` requires: `setoid_ring` loads `Setoid`), under the prefix of Rocq's
+library: `Coq`, `Corelib` since Rocq 9."""
 
 
 def test_rocq_files_the_library_requires_are_in_the_dictionary(built_slice, subprocess_env) -> None:

@@ -223,6 +223,8 @@ def run(item: LibraryInput) -> BuiltLibrary:
     closures = load_path.closures(installed)
     rocq = build_rocq(rocq_copy_path(output), set(closures), item.jobs)
     built = rocq_records(*rocq) if rocq else []
+    for record in built:  # Rocq's files: as the installed ones, objects at distinct bytes
+        load_path.distinct(record["glob"].get("definitions", []))
     # A file of the library's own (a slice of Stdlib) or built here is not read as installed.
     own = {record["logical_path"] for record in built} | set(map(result.graph.library, prepared))
     reads = [file for file in installed if file.library not in own]
