@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,11 @@ class EmbeddingSettings:
     device: str | None = None
     """`cpu`, `cuda`, ...; None lets sentence-transformers choose."""
     batch_size: int = 64
+    quantize: bool = True
+    """On a CPU, run the model's linear layers in int8 (torch's dynamic quantization): 3.6 to
+    5 times the texts a second measured here, for a small loss in ranking quality
+    (`bench.retrieval_quality`, one run each: fused MRR 0.418 against 0.440, hit@10 0.660
+    against 0.670)."""
 
 
 def model_location(name: str) -> str:
@@ -64,6 +70,9 @@ class Embedder:
             ) from None
         self.name = settings.model_name
         self.batch_size = settings.batch_size
+        self.variant = "int8" if settings.quantize and _quantize(self._model) else "float"
+        """How the vectors were computed: part of each stored vector's text hash, so vectors
+        of another variant are computed again, never mixed with these."""
         self.dimensions = int(self._model.get_embedding_dimension())
 
     def documents(self, texts: Sequence[str]) -> np.ndarray:
@@ -104,6 +113,25 @@ class Embedder:
                 )
             finally:
                 torch.set_num_threads(threads)
+
+
+def _quantize(model: object) -> bool:
+    """Make a CPU model's linear layers int8, in place; False on another device.
+
+    Where the time goes (MiniLM, texts of about 26 word pieces, sorted by length so that
+    padding is small): the model's forward pass; the tokenizer alone ran 3,600 to 5,200 texts
+    a second where the float model encoded 28 (one thread, a loaded machine).
+    """
+    import torch
+
+    if model.device.type != "cpu":  # type: ignore[attr-defined]
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch points at torchao; the eager API still works
+        torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return True
 
 
 @functools.cache

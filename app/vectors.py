@@ -161,7 +161,7 @@ def _stale(connection: Connection, model: Embedder) -> tuple[int, list[tuple[int
     stale = []
     for entry, (*_, stored_hash, dimensions) in zip(facts, rows, strict=True):
         text = dense_text(entry)
-        digest = text_hash(text)
+        digest = text_hash(f"{model.variant}\0{text}")
         if digest != stored_hash or dimensions != model.dimensions:
             stale.append((entry.id, text, digest))
     # Texts of like length batch together: a batch is padded to its longest text.

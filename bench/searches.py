@@ -2,8 +2,9 @@
 
     python -m bench.searches [--database-url URL] [--top-k 10]
 
-Reads the database of a run (`DATABASE_URL`, else the embedded one of `$ROCQCOT_HOME`) and
-reports, over the search blocks that have a target, with the query step 8 kept:
+Reads the database of a run on any library (`DATABASE_URL`, else the embedded one of
+`$ROCQCOT_HOME`) and reports, over the search blocks that have a target, with the query step 8
+kept:
 
 - the share whose query contains the target's statement (whitespace aside; target <= 5%) or
   its name (as a whole word; target 0);
@@ -11,7 +12,8 @@ reports, over the search blocks that have a target, with the query step 8 kept:
   docstring or with its embedded text (target <= 10%: a describer that writes the docstring
   and the query from one sentence has only moved the leak);
 - the share whose target ranks in the top k (by its real rank: a target put in the results
-  because step 6 wrote its docstring does not count; target >= 90%);
+  because step 6 wrote its docstring does not count; target >= 90%), and the share whose
+  target is no dictionary entry at all (a name of a file the dictionary does not cover);
 - the share of CoTs step 9 keeps (target >= 60%), and why the others were not kept.
 
 The last line is `RESULT statement=... name=... jaccard=... top_k=... kept=... searches=...`.
@@ -64,9 +66,10 @@ def main() -> None:
             )
         ).all()
         verdicts = session.execute(sa.select(Cot.valid, Cot.invalid_reason)).all()
-    statement = name = close = found = 0
+    statement = name = close = found = missing = 0
     for query, target, rank in blocks:
         entry = facts.get(target)
+        missing += entry is None
         flat = " ".join(query.split())
         body = statement_body(entry.fullname or "") if entry else ""
         short = target.rsplit(".", 1)[-1]
@@ -86,6 +89,7 @@ def main() -> None:
     print(f"  query contains the target's name: {share(name, total)}")
     print(f"  query nearly the target's docstring or embedded text: {share(close, total)}")
     print(f"  target in the top {args.top_k} (real rank): {share(found, total)}")
+    print(f"  target not in the dictionary: {share(missing, total)}")
     print(f"CoTs kept by step 9: {share(kept, len(verdicts))}")
     for reason, count in reasons.most_common(5):
         print(f"  not kept ({count}): {reason}")

@@ -134,9 +134,17 @@ def test_steps_0_and_1_on_the_other_release(
     assert {"mathcomp.extra.given", "mathcomp.ssreflect.ssrnat.addnC"} <= expected
     with db.session_factory()() as session:
         rocq_files = session.execute(
-            sa.select(SourceFile.logical_path).where(SourceFile.from_rocq)
+            sa.select(SourceFile.logical_path).where(
+                SourceFile.from_rocq, SourceFile.build_status != "installed"
+            )
         ).scalars()
         assert {name.split(".")[0] for name in rocq_files} == {other_toolchain.core_prefix}
+        prelude = session.execute(
+            sa.select(SourceFile.build_status).where(
+                SourceFile.logical_path == f"{other_toolchain.core_prefix}.Init.Prelude"
+            )
+        ).scalar_one()
+        assert prelude == "installed"
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ tree's root, so the tree's own files shadow any installed library with the same 
 installs MathComp in user-contrib under `mathcomp`; a `Require` of a file present in the tree
 loads the tree's `.vo`). A `Require` of a file missing from the tree silently falls back to the
 installed copy, which coqc usually rejects as "inconsistent assumptions". The graph also
-names the files each file requires from Rocq's own library (`Coq.ssr.ssrbool`, …), so that a
-copy of those can be built with the prefix `Coq` for their globs and sentences.
+names the installed files each file requires (`Coq.ssr.ssrbool`, `mathcomp.ssreflect.seq`, …),
+so that the dictionary can take their objects in.
 
 Outputs land next to each source: `.vo`, `.glob` and `.v.timing` (the `-time` output, as
 `coq_makefile` names it). A manifest (`.rocqcot-build.json` at the root) keeps one key per file,
@@ -56,6 +56,8 @@ class BuildStatus(enum.StrEnum):
     SKIPPED = "skipped-unchanged"
     FAILED = "failed"
     DEPENDENCY_FAILED = "dependency-failed"
+    INSTALLED = "installed"
+    """Not built: an installed file read as it is (`app.load_path`)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,8 @@ class DependencyGraph:
     closure: Mapping[str, frozenset[str]]
     """Files each file requires, directly or not."""
     rocq_requires: Mapping[str, frozenset[str]]
-    """Files of Rocq's own library (`Coq.…` logical names) each file requires directly."""
+    """Installed files (Rocq's own library, user-contrib's packages: logical names, `Coq.…`,
+    `mathcomp.…`) each file requires directly."""
     warnings: tuple[str, ...]
     """What coqdep warned about (e.g. a library required but found nowhere)."""
 
@@ -180,10 +183,13 @@ def dependencies(
     toolchain = toolchain or current_toolchain()
     root = root.resolve()
     files = sorted(files) if files is not None else source_files(root)
-    # Rocq's library is named first so that coqdep prints the files a tree needs from it; the
-    # tree's own files, named last, win over any of the same name (a copy of Rocq's files).
-    theories = ("-R", str(toolchain.theories), toolchain.core_prefix)
-    command = toolchain.command("coqdep", *theories, "-R", ".", prefix, *files)
+    # The installed libraries are named first so that coqdep prints the files a tree needs
+    # from them; the tree's own files, named last, win over any of the same name (a copy of
+    # Rocq's files, MathComp's ssreflect part beside the installed MathComp).
+    installed = [
+        flag for root, name, option in toolchain.load_path() for flag in (option, str(root), name)
+    ]
+    command = toolchain.command("coqdep", *installed, "-R", ".", prefix, *files)
     run = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if run.returncode != 0:
         raise BuildError(f"coqdep failed: {run.stderr.strip()}")
@@ -204,7 +210,7 @@ def _parse_coqdep(
     output: str, files: set[str], toolchain: Toolchain
 ) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
     """Direct requirements from coqdep's make rules (`x.vo ...: x.v y.vo ...`): in the tree,
-    and in Rocq's library (absolute paths under its `theories`, as logical names)."""
+    and among the installed files (absolute paths in Rocq's load path, as logical names)."""
     requires = {file: frozenset[str]() for file in files}
     rocq = {file: frozenset[str]() for file in files}
     for line in output.splitlines():
@@ -215,16 +221,8 @@ def _parse_coqdep(
             continue
         deps = [os.path.normpath(dep).removesuffix(".vo") + ".v" for dep in prerequisites.split()]
         requires[file] = frozenset(dep for dep in deps if dep in files and dep != file)
-        rocq[file] = frozenset(filter(None, (_rocq_library(dep, toolchain) for dep in deps)))
+        rocq[file] = frozenset(filter(None, (toolchain.logical_name(Path(d)) for d in deps)))
     return requires, rocq
-
-
-def _rocq_library(path: str, toolchain: Toolchain) -> str | None:
-    """The logical name of a file of Rocq's library given by its absolute path, else None."""
-    if not Path(path).is_relative_to(toolchain.theories):
-        return None
-    relative = Path(path).relative_to(toolchain.theories).as_posix()
-    return library_name(relative, toolchain.core_prefix)
 
 
 def _topological_order(requires: Mapping[str, frozenset[str]]) -> tuple[str, ...]:

@@ -63,11 +63,13 @@ def parse_timing(output: str, source: SourceText) -> tuple[Sentence, ...]:
         match = _LINE.fullmatch(line)
         if match:
             byte_start, byte_end = int(match[1]), int(match[2])
-            sentences.append(_sentence(source, byte_start, byte_end, float(match[3])))
+            sentences.append(located_sentence(source, byte_start, byte_end, float(match[3])))
     return tuple(sentences)
 
 
-def _sentence(source: SourceText, byte_start: int, byte_end: int, seconds: float) -> Sentence:
+def located_sentence(
+    source: SourceText, byte_start: int, byte_end: int, seconds: float
+) -> Sentence:
     """A sentence located in the source both in bytes and in characters."""
     char_start, char_end = source.byte_to_char(byte_start), source.byte_to_char(byte_end)
     return Sentence(

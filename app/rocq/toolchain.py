@@ -106,6 +106,26 @@ class Toolchain:
         """The installed libraries (MathComp, Stdlib on Rocq 9, …), seen from this process."""
         return self.host(self.coqlib / "user-contrib")
 
+    def load_path(self) -> list[tuple[Path, str, str]]:
+        """Where Rocq finds installed files, as it loads them: `(folder as Rocq names it,
+        logical prefix, coqdep option)`. Rocq's own library is `-R` (its short names resolve),
+        each package of user-contrib `-Q` (it must be named: `From mathcomp Require …`)."""
+        contrib = self.coqlib / "user-contrib"
+        folders = self.user_contrib.iterdir() if self.user_contrib.is_dir() else ()
+        packages = sorted(p.name for p in folders if p.is_dir())
+        return [(self.theories, self.core_prefix, "-R")] + [
+            (contrib / name, name, "-Q") for name in packages
+        ]
+
+    def logical_name(self, path: Path) -> str | None:
+        """The logical name of an installed file given by Rocq's path (`.v` or `.vo`), else
+        None (a file outside the load path, e.g. of the library being built)."""
+        for root, prefix, _ in self.load_path():
+            if path.is_relative_to(root):
+                parts = path.relative_to(root).with_suffix("").parts
+                return ".".join((prefix, *parts))
+        return None
+
     def default_library(self) -> Path:
         """The MathComp this Rocq has installed: rocqcot's default library."""
         return self.user_contrib / "mathcomp"

@@ -12,7 +12,9 @@ their sentences, globs and header documentation only: they become `source_files`
 `from_rocq`, ahead of every file of the library in dependency order and in the `requires` of
 the files that need them, so the dictionary holds their objects and retrieval sees them where
 they are available. The library itself still builds against Rocq's installed `.vo` files, and
-step 1 does not extract their theorems: they are not the library's.
+step 1 does not extract their theorems: they are not the library's. Every other installed file
+the library loads (Rocq's prelude, Stdlib files, an installed MathComp) is recorded the same
+way without any build (`app.load_path`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import typer
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app import config
+from app import config, load_path
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
 from app.errors import RocqcotError
@@ -43,6 +45,7 @@ from app.rocq.build import (
     build,
     library_name,
 )
+from app.rocq.installed import prelude, required_files
 from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
 from app.rocq.positions import (
     SourceText,
@@ -57,7 +60,8 @@ from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
 
-EXTRACTOR_VERSION = "step0-1"
+EXTRACTOR_VERSION = "step0-2"
+"""Bumped when step 0 records more: a library built by an older one is built again."""
 BUILD_FILES = ("_CoqProject", "Makefile", "dune", "dune-project")
 BUILD_SUFFIXES = (".mk", ".opam")
 ROCQ_FOLDERS = ("ssr", "ssrmatching")
@@ -206,42 +210,54 @@ def load(session: Session, row_id: int) -> LibraryInput:
 
 
 def run(item: LibraryInput) -> BuiltLibrary:
-    """Copy, strip and build the library, then the Rocq files it requires; every file's
-    outcome, failed ones included, Rocq's first."""
+    """Copy, strip and build the library, build the Rocq files it requires from
+    `ROCQ_FOLDERS`, read the other installed files it requires; every file's outcome, failed
+    ones included, the installed ones first."""
     output = Path(item.output_path)
     prepared = copy_tree(Path(item.input_path), output)
     if not prepared:
         raise RocqcotError(f"{item.input_path} holds no .v file: there is no library to build")
     result = build(output, item.prefix, jobs=item.jobs)
-    rocq = build_rocq(rocq_copy_path(output), result, item.jobs)
-    files = rocq_records(*rocq) if rocq else []
-    closures = {r["logical_path"]: {r["logical_path"], *r["requires"]} for r in files}
-    offset = len(files)
+    toolchain = current_toolchain()
+    direct = {name for names in result.graph.rocq_requires.values() for name in names}
+    installed = required_files(direct, toolchain)
+    closures = load_path.closures(installed)
+    rocq = build_rocq(rocq_copy_path(output), set(closures), item.jobs)
+    built = rocq_records(*rocq) if rocq else []
+    for record in built:  # Rocq's files: as the installed ones, objects at distinct bytes
+        load_path.distinct(record["glob"].get("definitions", []))
+    # A file of the library's own (a slice of Stdlib) or built here is not read as installed.
+    own = {record["logical_path"] for record in built} | set(map(result.graph.library, prepared))
+    reads = [file for file in installed if file.library not in own]
+    files = load_path.installed_records(reads, toolchain)
+    files += [r | {"dependency_order": len(files) + r["dependency_order"]} for r in built]
+    offset, prelude_closure = len(files), closures.get(prelude(toolchain), frozenset())
     for path in result.graph.order:
-        required = rocq_required(result.graph, path, closures)
+        required = rocq_required(result.graph, path, closures) | prelude_closure
         files.append(file_record(result, path, prepared[path], offset=offset, rocq=required))
     seconds = result.seconds + (rocq[0].seconds if rocq else 0.0)
     return BuiltLibrary(result.coqc_version, files, seconds)
 
 
-def rocq_required(graph: DependencyGraph, path: str, closures: dict[str, set[str]]) -> set[str]:
-    """The built Rocq files a library file requires: directly, through the library's files,
-    or through Rocq's (`closures`: each built Rocq file with what it requires)."""
+def rocq_required(
+    graph: DependencyGraph, path: str, closures: dict[str, frozenset[str]]
+) -> set[str]:
+    """The installed files a library file requires: directly, through the library's files,
+    or through the installed ones (`closures`: each installed file with what it requires)."""
     names = {name for file in (path, *graph.closure[path]) for name in graph.rocq_requires[file]}
-    return set().union(*(closures.get(name, ()) for name in names))
+    return set().union(*(closures.get(name, {name}) for name in names))
 
 
 def build_rocq(
-    copy: Path, library: BuildResult, jobs: int | None
+    copy: Path, required: set[str], jobs: int | None
 ) -> tuple[BuildResult, dict[str, PreparedFile]] | None:
-    """Copy `ROCQ_FOLDERS` and build the files the library requires from them (and what those
-    require), with the prefix of Rocq's library (`Coq`, `Corelib` on Rocq 9); None when it
-    requires none of them."""
+    """Copy `ROCQ_FOLDERS` and build the files of them the library requires, directly or not
+    (`required`: logical names), with the prefix of Rocq's library (`Coq`, `Corelib` on Rocq
+    9); None when it requires none of them."""
     prefix = current_toolchain().core_prefix
     theories = rocq_theories()
     sources = {path.relative_to(theories).as_posix(): path for path in rocq_sources()}
     by_name = {library_name(path, prefix): path for path in sources}
-    required = {name for names in library.graph.rocq_requires.values() for name in names}
     targets = sorted(by_name[name] for name in required if name in by_name)
     if not targets:
         return None
@@ -320,7 +336,7 @@ def store(session: Session, row_id: int, built: BuiltLibrary) -> None:
 
 
 def upsert_file(session: Session, library_id: int, record: dict[str, Any]) -> None:
-    ok = record["build_status"] in (BuildStatus.BUILT, BuildStatus.SKIPPED)
+    ok = record["build_status"] in (BuildStatus.BUILT, BuildStatus.SKIPPED, BuildStatus.INSTALLED)
     values = record | {
         "library_id": library_id,
         "stage": Stage.build,
@@ -386,6 +402,7 @@ def register_library(
         and library.output_path == str(output_path)
         and (output_path / ".rocqcot-build.json").exists()
         and library.status == Status.done
+        and library.extractor_version == EXTRACTOR_VERSION
     )
     if unchanged:
         return False
