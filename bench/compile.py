@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.rocq.build import build, default_jobs, dependencies, source_files
+from app.rocq.build import build, default_jobs
+from app.rocq.dependencies import dependencies, source_files
 from app.rocq.toolchain import Toolchain
 from bench.rocq import add_rocq_bin, chosen
 

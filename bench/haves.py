@@ -38,7 +38,7 @@ import sqlalchemy as sa  # noqa: E402
 from app.db import engine as db  # noqa: E402
 from app.db.enums import Stage, Status  # noqa: E402
 from app.db.models import Have, Library, SourceFile, Theorem  # noqa: E402
-from app.rocq.build import dependencies  # noqa: E402
+from app.rocq.dependencies import dependencies  # noqa: E402
 from app.rocq.toolchain import Toolchain  # noqa: E402
 from app.steps.step_2 import have_summary  # noqa: E402
 from bench.rocq import add_rocq_bin, chosen  # noqa: E402

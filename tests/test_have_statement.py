@@ -24,7 +24,7 @@ from app.have_statement import (
     rename_reserved,
     state_have,
 )
-from app.rocq.build import dependencies
+from app.rocq.dependencies import dependencies
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.positions import Position
 from app.rocq.session import RocqSession, State

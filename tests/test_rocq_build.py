@@ -11,9 +11,8 @@ from app.rocq.build import (
     BuildResult,
     BuildStatus,
     build,
-    dependencies,
-    library_name,
 )
+from app.rocq.dependencies import dependencies, library_name
 from app.rocq.glob import read_glob
 from app.rocq.positions import Position, SourceText
 from app.rocq.sentences import split_sentences

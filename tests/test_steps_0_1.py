@@ -18,7 +18,7 @@ from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ProofStep, SourceFile, Theorem
 from app.embedding import EmbeddingSettings, embedder
 from app.retrieval import Retriever
-from app.rocq.build import dependencies
+from app.rocq.dependencies import dependencies
 from app.rocq.toolchain import Toolchain, current
 from app.steps import step_6
 from app.steps.step_1 import DEFAULT_KINDS, sentence_kind

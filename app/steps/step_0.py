@@ -1,8 +1,8 @@
 """Step 0: copy the library, strip its comments, build it, record its files.
 
-The copy keeps `.v` files and build files only; comments go (after their header
-documentation is harvested for the dictionary) so that every later offset refers to the text
-that was built. The build is the Rocq layer's: dependency order, parallel, `-time` sentences
+The copy (`app.library_copy`) keeps `.v` files and build files only; comments go (after their
+header documentation is harvested for the dictionary) so that every later offset refers to the
+text that was built. The build is the Rocq layer's: dependency order, parallel, `-time` sentences
 and globs, unchanged files skipped. A library row is processed by the `build` stage; each of
 its files becomes a `source_files` row, ready for step 1 when it built.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,24 +34,19 @@ from app import config, load_path
 from app.db.enums import Stage, Status
 from app.db.models import Library, SourceFile
 from app.errors import RocqcotError
+from app.library_copy import PreparedFile, copy_tree, is_kept, prepare_file
 from app.options import RocqBin, use_rocq
 from app.rocq.build import (
     RECORDING_FLAGS,
     BuildResult,
     BuildStatus,
-    DependencyGraph,
     FileResult,
     build,
-    library_name,
 )
+from app.rocq.dependencies import DependencyGraph, library_name
 from app.rocq.installed import prelude, required_files
-from app.rocq.lexer import UnterminatedError, header_docs, strip_comments
 from app.rocq.positions import (
-    SourceText,
-    first_invalid_byte,
-    read_source,
     valid_text,
-    write_source,
 )
 from app.rocq.toolchain import current as current_toolchain
 from app.serialize import plain
@@ -62,8 +56,6 @@ log = logging.getLogger(__name__)
 
 EXTRACTOR_VERSION = "step0-2"
 """Bumped when step 0 records more: a library built by an older one is built again."""
-BUILD_FILES = ("_CoqProject", "Makefile", "dune", "dune-project")
-BUILD_SUFFIXES = (".mk", ".opam")
 ROCQ_FOLDERS = ("ssr", "ssrmatching")
 """Folders of Rocq's own library (`coqc -where`/theories) whose files the library requires,
 directly or not, are built for the dictionary."""
@@ -80,36 +72,12 @@ class LibraryInput:
 
 
 @dataclass(frozen=True)
-class PreparedFile:
-    """A `.v` file of the copy: its cleaned text and the documentation its comments held."""
-
-    path: str
-    cleaned_text: str
-    """As stored: a byte that is not UTF-8 shown as U+FFFD (the copy keeps the byte)."""
-    header_docs: list[dict[str, Any]]
-    strip_error: str | None
-    encoding_error: str | None = None
-    """Where the cleaned text still holds a byte that is not UTF-8 (outside comments): Rocq
-    takes one only in a string, and the file fails either way (its texts cannot be stored)."""
-
-
-@dataclass(frozen=True)
 class BuiltLibrary:
     """The result of the build stage: every file with its build outcome."""
 
     rocq_version: str
     files: list[dict[str, Any]]
     seconds: float
-
-
-def is_kept(path: Path) -> bool:
-    """Sources and build files are copied; compiled files and everything else are not."""
-    return (
-        path.suffix == ".v"
-        or path.name in BUILD_FILES
-        or path.name.startswith("Makefile")
-        or path.suffix in BUILD_SUFFIXES
-    )
 
 
 def input_fingerprint(input_path: Path) -> str:
@@ -140,63 +108,6 @@ def rocq_copy_path(output_path: Path) -> Path:
     """Where the Rocq files are copied and built: beside the library's copy, never inside it
     (the library's `-R . PREFIX` would take them in)."""
     return output_path.with_name(output_path.name + ".rocq")
-
-
-def prepare_file(source: Path, target: Path) -> PreparedFile:
-    """Strip a `.v` file into the copy; a file that does not lex is copied as it is, so that
-    Rocq reports the error with its own message. The file is read as Rocq reads it: a byte
-    that is not UTF-8 goes with its comment; one left outside comments is copied as it is, for
-    Rocq to judge, and noted."""
-    text = read_source(source)
-    try:
-        cleaned, docs, error = strip_comments(text), header_docs(valid_text(text)), None
-    except UnterminatedError as lex_error:
-        cleaned, docs, error = text, [], str(lex_error)
-    write_if_changed(target, cleaned)
-    return PreparedFile(
-        path=target.as_posix(),
-        cleaned_text=valid_text(cleaned),
-        header_docs=[plain(doc) | {"head": doc.head} for doc in docs],
-        strip_error=error,
-        encoding_error=encoding_error(cleaned),
-    )
-
-
-def encoding_error(text: str) -> str | None:
-    """Where a text holds a byte that is not UTF-8, if it does."""
-    offset = first_invalid_byte(text)
-    if offset is None:
-        return None
-    where = SourceText(text).position(offset)
-    byte = text[offset].encode("utf-8", "surrogateescape")[0]
-    return (
-        f"line {where.line + 1}, character {where.character}: byte 0x{byte:02X} is not UTF-8 "
-        "(outside comments, Rocq reads one only in a string; rocqcot keeps texts as UTF-8)"
-    )
-
-
-def write_if_changed(target: Path, text: str) -> None:
-    """Rewrite only changed files, so the build's skip logic and mtimes stay meaningful."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.exists() or read_source(target) != text:
-        write_source(target, text)
-
-
-def copy_tree(input_path: Path, output_path: Path) -> dict[str, PreparedFile]:
-    """Copy the kept files, stripping `.v` files; remove `.v` files the input no longer has."""
-    prepared: dict[str, PreparedFile] = {}
-    for source in sorted(p for p in input_path.rglob("*") if p.is_file() and is_kept(p)):
-        relative = source.relative_to(input_path).as_posix()
-        target = output_path / relative
-        if source.suffix == ".v":
-            prepared[relative] = prepare_file(source, target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-    for stale in output_path.rglob("*.v"):
-        if stale.relative_to(output_path).as_posix() not in prepared:
-            stale.unlink()
-    return prepared
 
 
 def load(session: Session, row_id: int) -> LibraryInput:
