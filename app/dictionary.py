@@ -23,6 +23,7 @@ section variables, and the name `Locate` gives an object at a point) and what Ro
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import logging
 import re
@@ -284,19 +285,23 @@ def _upsert(session: Session, rows: list[dict[str, Any]]) -> int:
     """Insert new rows, update changed ones; returns how many were written."""
     if not rows:
         return 0
-    statement = insert(LibraryObject).values(rows)
+    return len(session.execute(_upsert_statement(), rows).all())
+
+
+@functools.cache
+def _upsert_statement() -> sa.Insert:
+    """The upsert, built once and run with many rows (a statement built with the rows' values
+    compiles thousands of parameters on every call: most of a first build's time)."""
+    statement = insert(LibraryObject)
     table = LibraryObject.__table__.c
     changed = sa.or_(*(table[c].is_distinct_from(statement.excluded[c]) for c in _UPDATED))
     same_sentence = table.fullname.is_not_distinct_from(statement.excluded.fullname)
-    written = session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["fqn", "kind"],
-            set_={c: statement.excluded[c] for c in _UPDATED}
-            | {"type": sa.case((same_sentence, table.type), else_=None)},
-            where=changed,
-        ).returning(LibraryObject.id)
-    )
-    return len(written.all())
+    return statement.on_conflict_do_update(
+        index_elements=["fqn", "kind"],
+        set_={c: statement.excluded[c] for c in _UPDATED}
+        | {"type": sa.case((same_sentence, table.type), else_=None)},
+        where=changed,
+    ).returning(LibraryObject.id)
 
 
 def _delete(session: Session, keys: list[tuple[str, str]], file_ids: list[int]) -> int:
