@@ -341,7 +341,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-name", default=DEFAULT_MODEL)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=EmbeddingSettings.batch_size)
     parser.add_argument("--part", default="", help="one part of MathComp (ssreflect, ...)")
     args = parser.parse_args()
     with dictionary_database(args.database_url, args.part, args.rocq_bin):
