@@ -25,7 +25,8 @@ import yaml
 from sqlalchemy.orm import Session
 
 from app.exports import records, trace_reads
-from app.exports.trace_reads import TracedFile, TracedStep, TracedTheorem
+from app.exports.records import StepRecord, proof_steps
+from app.exports.trace_reads import TracedFile, TracedTheorem
 from app.plural import plural
 from app.rocq.toolchain import summary
 
@@ -111,7 +112,7 @@ def file_records(
 ) -> list[dict[str, Any]]:
     """A file's records: each top-level theorem by offset, its haves depth first after it."""
     rows = trace_reads.theorems(session, file.id)
-    chains = trace_reads.steps(session, [row.id for row in rows])
+    chains = proof_steps(session, [row.id for row in rows])
     children: dict[int | None, list[TracedTheorem]] = collections.defaultdict(list)
     for row in rows:
         children[row.parent_id].append(row)
@@ -136,7 +137,7 @@ def theorem_record(
     row: TracedTheorem,
     file: TracedFile,
     parent: str | None,
-    chains: list[TracedStep],
+    chains: list[StepRecord],
     definitions: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """One record: where the theorem is, what it says, its proof and, when step 4 evaluated
@@ -182,7 +183,7 @@ def _position(row: TracedTheorem) -> dict[str, int | None]:
             "byte_start": row.byte_start, "byte_end": row.byte_end}  # fmt: skip
 
 
-def _step(chain: TracedStep, definitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _step(chain: StepRecord, definitions: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {
         "index": chain.index,
         "chain": chain.chain,

@@ -1,4 +1,5 @@
-"""Every read the trace export makes (`rocqcot trace`), as plain data, in library order.
+"""The reads the trace export makes (`rocqcot trace`), as plain data, in library order (the
+proof steps are read by `records.proof_steps`, as for the dataset).
 
 A sibling of `records` (the dataset exports' reads): the trace reads every theorem of a library
 whatever its stage, file by file so that a whole library's proof steps never sit in memory at
@@ -7,7 +8,6 @@ once; each read is ordered so that the same database always exports the same byt
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.db.enums import Status
-from app.db.models import Library, LibraryObject, ProofStep, SourceFile, Theorem
+from app.db.models import Library, LibraryObject, SourceFile, Theorem
 from app.rocq.build import BuildStatus
 
 BUILT = (BuildStatus.BUILT.value, BuildStatus.SKIPPED.value)
@@ -55,18 +55,6 @@ class TracedTheorem:
     error: str | None
     evaluation: dict[str, Any] | None
     """Step 4's evaluation; None (or JSON null) where it did not evaluate."""
-
-
-@dataclass(frozen=True)
-class TracedStep:
-    """A replayed chain of a proof (step 4's `proof_steps` row)."""
-
-    index: int
-    chain: str
-    goals: str
-    goals_with_gvars: str
-    goal_diff: str
-    dependencies: list[dict[str, Any]]
 
 
 def library_id(session: Session, name: str) -> int | None:
@@ -129,21 +117,6 @@ def theorems(session: Session, file_id: int) -> list[TracedTheorem]:
         TracedTheorem(*row[:12], str(row.stage.value), str(row.status.value), *row[14:])
         for row in rows
     ]
-
-
-def steps(session: Session, theorem_ids: list[int]) -> dict[int, list[TracedStep]]:
-    """Each theorem's replayed chains, in order."""
-    found: dict[int, list[TracedStep]] = collections.defaultdict(list)
-    rows = session.execute(
-        sa.select(ProofStep)
-        .where(ProofStep.theorem_id.in_(theorem_ids))
-        .order_by(ProofStep.theorem_id, ProofStep.index)
-    ).scalars()
-    for s in rows:
-        found[s.theorem_id].append(
-            TracedStep(s.index, s.chain, s.goals, s.goals_with_gvars, s.goal_diff, s.dependencies)
-        )
-    return found
 
 
 def definitions(session: Session) -> dict[str, dict[str, Any]]:
