@@ -85,7 +85,7 @@ def dependencies(
     if run.returncode != 0:
         raise BuildError(f"coqdep failed: {run.stderr.strip()}")
     requires, rocq_requires = _parse_coqdep(run.stdout, set(files), toolchain)
-    order = _topological_order(requires)
+    order = topological_order(requires)
     return DependencyGraph(
         root=root,
         prefix=prefix,
@@ -116,7 +116,7 @@ def _parse_coqdep(
     return requires, rocq
 
 
-def _topological_order(requires: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
+def topological_order(requires: Mapping[str, frozenset[str]]) -> tuple[str, ...]:
     """Kahn's order, ties broken by path so the order is stable; fails on a cycle."""
     missing = {file: len(deps) for file, deps in requires.items()}
     waiting_on = dependents(requires)

@@ -12,7 +12,6 @@ Hierarchy-Builder's structures.
 
 from __future__ import annotations
 
-import heapq
 import re
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.rocq.dependencies import topological_order
 from app.rocq.toolchain import Toolchain
 
 
@@ -122,22 +122,9 @@ def _parse(output: str, toolchain: Toolchain) -> dict[str, frozenset[str]]:
 
 
 def _order(files: dict[str, InstalledFile]) -> list[str]:
-    """Each file after what it requires; ties by name, so the order is stable."""
-    missing = {name: len(file.requires) for name, file in files.items()}
-    dependents: dict[str, list[str]] = {name: [] for name in files}
-    for name, file in files.items():
-        for dep in file.requires:
-            dependents[dep].append(name)
-    ready = sorted(name for name, count in missing.items() if count == 0)
-    order = []
-    while ready:
-        name = heapq.heappop(ready)
-        order.append(name)
-        for dependent in dependents[name]:
-            missing[dependent] -= 1
-            if missing[dependent] == 0:
-                heapq.heappush(ready, dependent)
-    return order + sorted(set(files) - set(order))  # a cycle cannot happen between .vo files
+    """Each file after what it requires; ties by name, so the order is stable (installed
+    `.vo` files cannot require each other in a cycle)."""
+    return list(topological_order({name: file.requires for name, file in files.items()}))
 
 
 # --- What Rocq prints of a loaded file -------------------------------------------------------
