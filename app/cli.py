@@ -25,7 +25,7 @@ from app.db import engine as db
 from app.db import queue
 from app.db.enums import Stage, Status
 from app.errors import RocqcotError
-from app.options import RocqBin, use_rocq
+from app.options import FullOption, InputOption, PrefixOption, RocqBin, use_rocq
 from app.plural import plural
 from app.progress import StepProgress
 from app.steps import STEPS, StepInfo, step_module
@@ -267,13 +267,9 @@ def verify(
 
 @app.command()
 def run(
-    full: Annotated[
-        bool, typer.Option(help="the whole library instead of MathComp's ssreflect part")
-    ] = False,
-    source: Annotated[
-        Path | None, typer.Option("--input", help="another library's source tree")
-    ] = None,
-    prefix: Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")] = None,
+    full: FullOption = False,
+    source: InputOption = None,
+    prefix: PrefixOption = None,
     jobs: Annotated[int | None, typer.Option(help="parallel Rocq processes [cores]")] = None,
     k_have: KHaveOption = None,
     k_wo_have: KWoHaveOption = None,

@@ -20,6 +20,12 @@ RocqBin = Annotated[
         file_okay=False,
     ),
 ]
+FullOption = Annotated[
+    bool, typer.Option(help="the whole library instead of MathComp's ssreflect part")
+]
+InputOption = Annotated[Path | None, typer.Option("--input", help="another library's source tree")]
+PrefixOption = Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")]
+"""The library `run` and `trace` work on (`step_0.library_arguments`)."""
 
 
 class ToolchainMismatch(RocqcotError):

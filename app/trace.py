@@ -21,7 +21,7 @@ import typer
 
 from app import config
 from app.db import engine as db
-from app.options import RocqBin, use_rocq
+from app.options import FullOption, InputOption, PrefixOption, RocqBin, use_rocq
 from app.plural import plural
 from app.steps import step_0, step_1, step_2, step_4
 
@@ -32,13 +32,9 @@ def default_out() -> Path:
 
 
 def command(
-    full: Annotated[
-        bool, typer.Option(help="the whole library instead of MathComp's ssreflect part")
-    ] = False,
-    source: Annotated[
-        Path | None, typer.Option("--input", help="another library's source tree")
-    ] = None,
-    prefix: Annotated[str | None, typer.Option(help="its logical prefix [its folder's]")] = None,
+    full: FullOption = False,
+    source: InputOption = None,
+    prefix: PrefixOption = None,
     max_workers: Annotated[
         int | None, typer.Option(min=1, help="parallel Rocq processes [cores]")
     ] = None,
