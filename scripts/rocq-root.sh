@@ -77,7 +77,11 @@ make_root() {
     echo "$SUITE $PACKAGES" >"$stamp"
 }
 
-# Bind each folder at the same absolute path inside the root (proc is mounted as proc).
+# Bind each folder at the same absolute path inside the root (proc is mounted as proc). A folder
+# already seen inside (through a bound parent such as /tmp) gets no mount of its own: nested
+# mounts keep the folder busy (it can no longer be deleted). A mount left from a folder since
+# deleted and made again (a new clone at the same path) shows the deleted one: it is replaced,
+# else Rocq starts in a deleted folder and fails with Sys_error.
 mount_folders() {
     local folder target
     for folder in "$@"; do
@@ -85,15 +89,19 @@ mount_folders() {
         folder=$(realpath "$folder")
         target="$ROOT$folder"
         mkdir -p "$target"
-        if mountpoint -q "$target"; then
+        if [ "$folder" = /proc ]; then
+            mountpoint -q "$target" || mount -t proc proc "$target"
             continue
         fi
-        if [ "$folder" = /proc ]; then
-            mount -t proc proc "$target"
-        else
-            mount --bind "$folder" "$target"
+        if mountpoint -q "$target" && ! same_folder "$folder" "$target"; then
+            umount --lazy "$target"
         fi
+        same_folder "$folder" "$target" || mount --bind "$folder" "$target"
     done
+}
+
+same_folder() {
+    [ "$(stat -c %d:%i "$1")" = "$(stat -c %d:%i "$2")" ]
 }
 
 # One wrapper per Rocq executable: run it inside the root, in the caller's real folder.

@@ -28,7 +28,14 @@ from app.rocq.sentences import split_sentences
 from app.rocq.session import RocqCrashed, RocqError, RocqSession, RocqTimeout, State
 from app.rocq.toolchain import Toolchain
 from tests.test_steps_0_1 import check_every_theorem_extracted, make_slice, rocqcot
-from tests.toolchains import LOOP, glob_theorems, mathcomp, stdlib_file, timed_sentences
+from tests.toolchains import (
+    LOOP,
+    PROJECT,
+    glob_theorems,
+    mathcomp,
+    stdlib_file,
+    timed_sentences,
+)
 
 SMALL_V = "Lemma t (n : nat) : n + 0 = n.\nProof.\n"
 """A file of our own for the session's failure paths: the prelude only, on every Rocq."""
@@ -228,3 +235,36 @@ def test_the_database_refuses_a_second_toolchain(
         [sys.executable, "-m", "app", "status"], env=subprocess_env, capture_output=True, text=True
     )
     assert f"toolchain: {toolchain.summary()}" in status.stdout
+
+
+# --- The roots ---------------------------------------------------------------------------------
+
+
+def test_a_folder_made_again_is_seen_again_inside_the_root(rocq9: Toolchain) -> None:
+    """A checkout deleted and cloned again at the same path (as CI does) runs Rocq from the new
+    folder, not from the deleted one a bind mount kept: there Rocq fails with Sys_error."""
+    folder = Path(f"/var/tmp/rocqcot-remade-{os.getpid()}")
+    root_dir = rocq9.bin_dir.parent
+    script = PROJECT / "scripts" / "rocq-root.sh"
+
+    def mount_and_run() -> subprocess.CompletedProcess[str]:
+        made = subprocess.run(["bash", str(script), "forky", str(root_dir), str(folder)])
+        assert made.returncode == 0
+        return subprocess.run(
+            [str(rocq9.bin_dir / "coqc"), "--print-version"], cwd=folder, capture_output=True,
+            text=True,
+        )  # fmt: skip
+
+    inside = Path(f"{root_dir}/root{folder}")
+    try:
+        folder.mkdir()
+        assert mount_and_run().returncode == 0
+        folder.rmdir()
+        folder.mkdir()
+        again = mount_and_run()
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.split()[0] == rocq9.version
+    finally:
+        subprocess.run(["umount", "--lazy", str(inside)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(inside, ignore_errors=True)
