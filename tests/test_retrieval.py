@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 import pytest
 import sqlalchemy as sa
 from pgvector.sqlalchemy import Vector
@@ -19,7 +21,7 @@ from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ObjectEmbedding, SourceFile, Theorem
 from app.dictionary import ORDER_STRIDE
-from app.embedding import Embedder, EmbeddingSettings, embedder
+from app.embedding import Embedder, EmbeddingSettings, FreeCores, embedder
 from app.entries import EntryFacts, dense_text, lexical_text, lexical_tokens
 from app.retrieval import Retriever
 from app.vectors import VectorSpace
@@ -444,3 +446,19 @@ def test_rocqcot_search_answers_a_query_and_a_file_of_queries(
     assert text.splitlines()[0].startswith("  1. lib.a.size_cat (thm)")
     neither = _rocqcot(subprocess_env, "search")
     assert neither.returncode == 1 and "give either a QUERY or --file FILE" in neither.stderr
+
+
+def test_embedding_leaves_the_cores_other_processes_keep_busy() -> None:
+    """With every core kept busy by other processes, documents are encoded on one thread: two
+    threads on a busy core wait for each other."""
+    cores = FreeCores()
+    spin = "import time\nend = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"
+    spinners = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(psutil.cpu_count())]
+    try:
+        time.sleep(0.5)
+        cores.free()  # a window that starts with the spinners running
+        time.sleep(0.5)
+        assert cores.free() == 1
+    finally:
+        for spinner in spinners:
+            spinner.wait()
