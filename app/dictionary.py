@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, SourceFile
 from app.errors import RocqcotError
-from app.rocq.session import RocqError, RocqSession, State
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqError, State
 
 log = logging.getLogger(__name__)
 

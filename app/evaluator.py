@@ -48,7 +48,8 @@ from app.goal_diff import goal_diff, remaining, render
 from app.have_statement import HaveStatement, NotStated, state_have
 from app.rocq.goals import Hypothesis
 from app.rocq.positions import Position
-from app.rocq.session import LoadPath, RocqError, RocqSession, RocqSessionError, State
+from app.rocq.session import RocqSession
+from app.rocq.state import LoadPath, RocqError, RocqSessionError, State
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,8 @@ from app.haves import (
 )
 from app.rocq.goals import Goal, Goals
 from app.rocq.sentences import split_sentences
-from app.rocq.session import RocqSession, RocqSessionError, State
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqSessionError, State
 
 log = logging.getLogger(__name__)
 STAGE = "haves"

@@ -23,7 +23,8 @@ import re
 from dataclasses import dataclass
 
 from app.rocq.goals import Goal, Hypothesis
-from app.rocq.session import RocqError, RocqSession, RocqSessionError, State
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqError, RocqSessionError, State
 
 PLAIN, IMPLICIT, ALL = "", "Set Printing Coercions. Set Printing Implicit.", "Set Printing All."
 DECIMAL = "Set Printing All. (numbers in decimal)"

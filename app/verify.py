@@ -41,7 +41,8 @@ from app.exports.records import library_names
 from app.identifiers import unintroduced
 from app.plural import plural
 from app.rocq.positions import Position
-from app.rocq.session import LoadPath, RocqSession, RocqSessionError, State
+from app.rocq.session import RocqSession
+from app.rocq.state import LoadPath, RocqSessionError, State
 from app.rocq.tactics import NotATactic, tactic_sentences
 
 TIMEOUT = 60.0

@@ -27,7 +27,8 @@ from app.have_statement import (
 from app.rocq.dependencies import dependencies
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.positions import Position
-from app.rocq.session import RocqSession, State
+from app.rocq.session import RocqSession
+from app.rocq.state import State
 from app.rocq.toolchain import Toolchain
 from tests.test_steps_0_1 import rocqcot
 

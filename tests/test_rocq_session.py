@@ -33,14 +33,8 @@ from app.rocq.protocol import (
     protocol_for,
 )
 from app.rocq.sentences import split_sentences
-from app.rocq.session import (
-    RocqCrashed,
-    RocqError,
-    RocqSession,
-    RocqSessionError,
-    RocqTimeout,
-    State,
-)
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqCrashed, RocqError, RocqSessionError, RocqTimeout, State
 from app.rocq.toolchain import Toolchain
 from tests.toolchains import LOOP, timed_sentences
 

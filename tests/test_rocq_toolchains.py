@@ -25,7 +25,8 @@ from app.db.models import SourceFile
 from app.rocq.glob import read_glob
 from app.rocq.positions import Position, SourceText
 from app.rocq.sentences import split_sentences
-from app.rocq.session import RocqCrashed, RocqError, RocqSession, RocqTimeout, State
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqCrashed, RocqError, RocqTimeout, State
 from app.rocq.toolchain import Toolchain
 from tests.test_steps_0_1 import check_every_theorem_extracted, make_slice, rocqcot
 from tests.toolchains import (

@@ -91,7 +91,7 @@ def test_skipping_reaches_the_same_state_as_the_full_walk(built: Path) -> None:
         with RocqSession(skip_proofs=skip) as session:
             session.start(built, [(str(built.parent), "Skip")])
             states.append(session.at(built, position))
-            admitted = dict(session._admitted)
+            admitted = dict(session.skipped_proofs)
             checked = session.query(states[-1], "Check zero_n.")
         assert "forall n : nat, n = 0 -> 0 = n" in " ".join(checked.split())
         assert bool(admitted) == skip  # the proofs before were skipped, not run
@@ -118,8 +118,8 @@ def test_a_skipped_proof_that_mattered_falls_back_to_the_full_walk(
         session.start(copy, [(str(tmp_path), "Skip")])
         state = session.at(copy, last)
         assert state.goals is not None and state.goals.in_proof
-        assert session._skip_failed
-        assert not session._admitted
+        assert session.walks_in_full
+        assert not session.skipped_proofs
 
 
 def test_a_proof_left_unfinished_is_not_redone(built: Path) -> None:
@@ -133,9 +133,9 @@ def test_a_proof_left_unfinished_is_not_redone(built: Path) -> None:
     with RocqSession(skip_proofs=True) as session:
         session.start(built, [(str(built.parent), "Skip")])
         assert session.at(built, inside).goals.in_proof
-        assert statement + 1 not in session._admitted
+        assert statement + 1 not in session.skipped_proofs
         assert session.at(built, later).goals.in_proof
-        assert session._admitted[statement + 1] == statement + 3  # `Proof. … Qed.` skipped
+        assert session.skipped_proofs[statement + 1] == statement + 3  # `Proof. … Qed.` skipped
 
 
 def test_suggestions_that_rocq_wrapped_are_read() -> None:

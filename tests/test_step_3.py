@@ -239,6 +239,38 @@ def test_same_parameters_do_nothing_and_reset_or_new_ones_select_again(corpus) -
     assert (dropped.selected, dropped.pool, dropped.select_rank) == (False, None, None)
 
 
+def test_new_theorems_are_selected_from_with_the_same_parameters(corpus) -> None:
+    """A library that grew (theorems added after a selection) is selected from again."""
+    select()
+    assert job().result["without_have"]["candidates"] == 14
+    with db.session_factory().begin() as session:
+        file_id = session.execute(sa.select(Theorem.file_id).limit(1)).scalar_one()
+        added = [
+            Theorem(
+                fqn=f"lib.a.new{i}",
+                file_id=file_id,
+                kind="Lemma",
+                statement=statement,
+                proof="Proof. by []. Qed.",
+                line=100 + i,
+                character=0,
+                byte_start=10_000 + i,
+                tactics=3,
+                stage=Stage.haves,
+                status=Status.done,
+            )
+            for i, statement in enumerate(random_statements(random.Random(9), 5))
+        ]
+        session.add_all(added)
+    select()
+    assert job().result["without_have"]["candidates"] == 19
+    with db.session_factory()() as session:
+        stages = session.execute(
+            sa.select(Theorem.stage).where(Theorem.fqn.like("lib.a.new%"))
+        ).scalars()
+        assert set(stages) == {Stage.select}
+
+
 def test_only_top_level_theorems_done_with_step_2_are_considered(migrated: str) -> None:
     statements = random_statements(random.Random(4), 8)
     ids = add_theorems(statements, with_have={0, 1})

@@ -20,7 +20,8 @@ from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
 from app.goal_diff import goal_diff, render
 from app.rocq.goals import Goal, Goals, Hypothesis
-from app.rocq.session import LoadPath, RocqSession, State
+from app.rocq.session import RocqSession
+from app.rocq.state import LoadPath, State
 from app.rocq.toolchain import current
 from app.steps import step_4
 from tests import original_readers

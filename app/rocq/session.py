@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from app.rocq.goals import Goals, Location, Message
 from app.rocq.positions import Position, SourceText
@@ -30,76 +30,19 @@ from app.rocq.process import Coqidetop, ProcessDied, TimedOut
 from app.rocq.protocol import Err, Feedback, Ok, Protocol
 from app.rocq.script_file import ScriptFile
 from app.rocq.sentences import split_sentences
+from app.rocq.state import (
+    LoadPath,
+    RocqCrashed,
+    RocqError,
+    RocqTimeout,
+    State,
+)
 from app.rocq.toolchain import Toolchain
 from app.rocq.toolchain import current as current_toolchain
 
 DEFAULT_TIMEOUT = 40.0
 INTERRUPT_GRACE = 5.0
 """How long an interrupted command may take to stop before the process is killed."""
-
-# --- Errors ----------------------------------------------------------------------------------
-
-
-class RocqSessionError(Exception):
-    """Anything that makes a session call fail; the session stays usable afterwards."""
-
-
-class RocqError(RocqSessionError):
-    """Rocq rejected the text: its message, and where in the text that was run."""
-
-    def __init__(self, message: str, location: Location | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.location = location
-
-
-class RocqTimeout(RocqSessionError):
-    """A call ran past its timeout; the command was interrupted or the process restarted."""
-
-
-class RocqCrashed(RocqSessionError):
-    """coqidetop died (or its pipe closed) during a call; it has been restarted."""
-
-
-# --- Public values ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadPath:
-    """A `-R dir prefix` (recursive) or `-Q dir prefix` mapping of a physical directory."""
-
-    directory: str
-    prefix: str
-    recursive: bool = True
-
-    @property
-    def args(self) -> tuple[str, ...]:
-        """The coqidetop arguments for this mapping."""
-        return ("-R" if self.recursive else "-Q", self.directory, self.prefix)
-
-
-@dataclass(frozen=True)
-class State:
-    """A point in a file's script: the file up to byte `offset`, then `steps` run on top.
-
-    States are plain values, equal when they denote the same script; a session can return to
-    any of them, even after its process was restarted.
-    """
-
-    file: str
-    offset: int
-    """Byte offset of the end of the last file sentence executed (0: none)."""
-    steps: tuple[str, ...] = ()
-    """The texts given to `run`, in order."""
-    messages: tuple[Message, ...] = field(default=(), compare=False)
-    """Rocq's feedback for the last step."""
-    goals: Goals | None = field(default=None, compare=False, repr=False)
-    """The goals, when the state was made by a session (executing it fetches them)."""
-
-    @property
-    def proof_finished(self) -> bool:
-        """Whether a proof is open with nothing left to prove."""
-        return self.goals is not None and self.goals.in_proof and self.goals.finished
 
 
 @functools.lru_cache(maxsize=256)
@@ -160,6 +103,17 @@ class RocqSession:
         self._route = 0
 
     # Public API ----------------------------------------------------------------------------
+
+    @property
+    def skipped_proofs(self) -> Mapping[int, int]:
+        """The proofs of the executed prefix that ran as `Admitted.`: their first sentence's
+        index → their `Qed.` sentence's index."""
+        return MappingProxyType(self._admitted)
+
+    @property
+    def walks_in_full(self) -> bool:
+        """A file sentence failed after proofs were skipped: this file is walked in full."""
+        return self._skip_failed
 
     def start(
         self,

@@ -42,7 +42,8 @@ from app.haves import (
 )
 from app.options import RocqBin, use_rocq
 from app.rocq.positions import SourceText
-from app.rocq.session import RocqError, RocqSession, State
+from app.rocq.session import RocqSession
+from app.rocq.state import RocqError, State
 from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)

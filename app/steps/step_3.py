@@ -18,8 +18,9 @@ what later steps derived for them; those steps read only selected theorems.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -168,7 +169,8 @@ def load(session: Session, row_id: int) -> SelectInput:
         .select_from(Theorem)
         .where(Theorem.parent_id.is_(None), sa.not_(done_with_step_2()))
     ).scalar_one()
-    return SelectInput(SelectParams(**params), load_candidates(session), waiting)
+    chosen = SelectParams(**{f.name: params[f.name] for f in fields(SelectParams)})
+    return SelectInput(chosen, load_candidates(session), waiting)
 
 
 def _ids(ids: tuple[int, ...]) -> sa.ColumnElement[Any]:
@@ -218,10 +220,21 @@ def _flag(session: Session, pool: PoolResult) -> None:
 SPEC = register(jobs.job_spec(Stage.select, JOB_NAME, load, run, store))
 
 
+def candidate_set(session: Session) -> str:
+    """A digest of the theorems the selection chooses from: when theorems are added or removed
+    (a library that grew), the same parameters select again."""
+    ids = session.execute(
+        sa.select(Theorem.id)
+        .where(Theorem.parent_id.is_(None), done_with_step_2())
+        .order_by(Theorem.id)
+    ).scalars()
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
 def queue_job(session: Session, params: SelectParams, reset: bool) -> bool:
-    """Queue the selection unless a job with these parameters is done or under way;
-    returns whether it was queued."""
-    wanted = asdict(params)
+    """Queue the selection unless a job with these parameters, over the same candidates, is
+    done or under way; returns whether it was queued."""
+    wanted = {**asdict(params), "candidates": candidate_set(session)}
     job = jobs.create_or_lock(session, JOB_NAME, Stage.select, wanted)
     if job is None:
         return True
