@@ -7,7 +7,9 @@ implicit argument (`x <> 1`, `Tagged`), a pattern shows a parameter the file's `
 Patterns` refuses (`ReflectT _ Dx`), a coercion is found through another canonical path, a
 fully explicit number is too deep to display (`S (S … (...))`). So the whole goal is printed
 as displayed, then with coercions and implicit arguments; when neither reads back, each binder
-and the conclusion take the most readable of `PRINTINGS` that gives them back.
+and the conclusion take the most readable of `PRINTINGS` that gives them back (one Rocq check
+per printing says which parts do: a goal of MathComp's group theory has dozens of hypotheses,
+and checking them one at a time made stating the haves most of step 4's time).
 
 "The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
 hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.rocq.goals import Goal, Hypothesis
+from app.rocq.goals import Goal, Hypothesis, Message
 from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, RocqSessionError, State
 
@@ -79,7 +81,7 @@ class Binder:
 
 
 @dataclass(frozen=True)
-class _Printed:
+class PrintedGoal:
     """The have's goal under one printing, cut into the lemma's parts."""
 
     printing: str
@@ -87,7 +89,7 @@ class _Printed:
     conclusion: str
 
 
-class _Have:
+class HaveGoal:
     """The have's goal at its state: printed on demand, checked in place."""
 
     def __init__(
@@ -95,9 +97,9 @@ class _Have:
     ) -> None:
         self.session, self.state, self.lead = session, state, lead
         self.goal_index, self.hidden = goal_index, hidden
-        self.shown: dict[str, tuple[State, _Printed]] = {}
+        self.shown: dict[str, tuple[State, PrintedGoal]] = {}
 
-    def printed(self, printing: str) -> _Printed:
+    def printed(self, printing: str) -> PrintedGoal:
         """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
         if printing == DECIMAL:
             return _decimal(self.printed(ALL), self.printed(IMPLICIT))
@@ -110,12 +112,27 @@ class _Have:
 
     def check(self, tactic: str) -> str | None:
         """Run a checking tactic on the have's goal: None when it passes, else Rocq's word."""
-        state = next(iter(self.shown.values()))[0]
         try:
-            self.session.run(state, f"{self.goal_index + 1}: ({tactic}).")
+            self._attempt(tactic)
         except RocqSessionError as error:
             return _first_line(_message(error))
         return None
+
+    def failed_parts(self, printed: PrintedGoal) -> frozenset[int] | None:
+        """The parts (binders by index, then the conclusion) that do not give back the goal's
+        under this printing, found by one check of them all; None when that check cannot run
+        (a part that does not even parse): then each part is checked alone."""
+        try:
+            messages = self._attempt(_report_parts(printed))
+        except RocqSessionError:
+            return None
+        return frozenset(
+            int(found.group(1)) for m in messages if (found := _FAILED_PART.search(m.text))
+        )
+
+    def _attempt(self, tactic: str) -> tuple[Message, ...]:
+        state = next(iter(self.shown.values()))[0]
+        return self.session.attempt(state, f"{self.goal_index + 1}: ({tactic}).")
 
 
 def state_have(
@@ -128,7 +145,7 @@ def state_have(
 
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
-    have = _Have(session, state, lead, goal_index, hidden)
+    have = HaveGoal(session, state, lead, goal_index, hidden)
     plain = have.printed(PLAIN)
     if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
         raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
@@ -144,15 +161,25 @@ def state_have(
     return _per_part(have, problems)
 
 
-def _per_part(have: _Have, problems: list[str]) -> HaveStatement:
+def _per_part(have: HaveGoal, problems: list[str]) -> HaveStatement:
     """Each part in the most readable printing that gives it back, then the whole checked."""
     every = [have.printed(printing) for printing in PRINTINGS]
     if len({tuple(b.names for b in p.binders) for p in every}) > 1:
         raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
-    chosen: list[_Printed] = []
+    reports: dict[str, frozenset[int] | None] = {}
+
+    def gives_back(printed: PrintedGoal, index: int) -> bool:
+        if printed.printing not in reports:
+            reports[printed.printing] = have.failed_parts(printed)
+        failed = reports[printed.printing]
+        if failed is None:
+            return have.check(_same_part(printed, index)) is None
+        return index not in failed
+
+    chosen: list[PrintedGoal] = []
     for index in range(len(every[0].binders) + 1):
         candidates = _candidates(every, index)
-        found = next((p for p in candidates if have.check(_same_part(p, index)) is None), None)
+        found = next((p for p in candidates if gives_back(p, index)), None)
         if found is None:
             missing = f"no printing gives back {_part(every[0], index)}"
             raise NotStated("; ".join([*problems, missing]))
@@ -166,14 +193,14 @@ def _per_part(have: _Have, problems: list[str]) -> HaveStatement:
     return _statement(binders, conclusion, "per part: " + "; ".join(explicit))
 
 
-def _part(printed: _Printed, index: int) -> str:
+def _part(printed: PrintedGoal, index: int) -> str:
     """How a part is named in the record: its binder's names, or `the goal`."""
     if index < len(printed.binders):
         return " ".join(printed.binders[index].names)
     return "the goal"
 
 
-def _candidates(every: list[_Printed], index: int) -> list[_Printed]:
+def _candidates(every: list[PrintedGoal], index: int) -> list[PrintedGoal]:
     """The printings of a part in order, each distinct text once (a decimal printing that
     changed nothing is the plain `Set Printing All.`)."""
     texts: set[str] = set()
@@ -189,7 +216,7 @@ def _candidates(every: list[_Printed], index: int) -> list[_Printed]:
     return candidates
 
 
-def _part_text(printed: _Printed, index: int) -> str:
+def _part_text(printed: PrintedGoal, index: int) -> str:
     if index < len(printed.binders):
         return printed.binders[index].text
     return printed.conclusion
@@ -199,12 +226,12 @@ def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> H
     return HaveStatement(" ".join(b.text for b in binders), conclusion, printing)
 
 
-def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> _Printed:
+def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> PrintedGoal:
     """The goal's binders and conclusion, reserved names renamed."""
-    return _Printed(printing, *lemma_parts(rename_reserved(goal), hidden))
+    return PrintedGoal(printing, *lemma_parts(rename_reserved(goal), hidden))
 
 
-def _decimal(explicit: _Printed, shown: _Printed) -> _Printed:
+def _decimal(explicit: PrintedGoal, shown: PrintedGoal) -> PrintedGoal:
     """The fully explicit printing with its numbers in decimal, part by part (a part whose
     numbers do not line up with the display's stays as it is)."""
 
@@ -219,7 +246,7 @@ def _decimal(explicit: _Printed, shown: _Printed) -> _Printed:
         )
         for b, d in zip(explicit.binders, shown.binders, strict=True)
     )
-    return _Printed(DECIMAL, binders, part(explicit.conclusion, shown.conclusion))
+    return PrintedGoal(DECIMAL, binders, part(explicit.conclusion, shown.conclusion))
 
 
 _UNARY = re.compile(r"(?<![\w'.@])(?:S|O)(?![\w'.])")
@@ -285,7 +312,26 @@ def _same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
     return _checks(binders, binders, conclusion)
 
 
-def _same_part(printed: _Printed, index: int) -> str:
+def _report_parts(printed: PrintedGoal) -> str:
+    """A tactic that checks every part as `_same_part` does, one after the other in one run,
+    and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
+    count = sum(len(b.names) for b in printed.binders)
+    steps = [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
+    for index, binder in enumerate(printed.binders):
+        steps += [f"intros {name}; {_reported(_is_last(binder), index)}" for name in binder.names]
+    steps.append(_reported(_is_goal(printed.conclusion), len(printed.binders)))
+    return "; ".join(steps)
+
+
+def _reported(check: str, index: int) -> str:
+    return f'tryif ({check}) then idtac else idtac "{FAILED_PART_MARK}{index}"'
+
+
+FAILED_PART_MARK = "rocqcot-failed-part-"
+_FAILED_PART = re.compile(rf"{FAILED_PART_MARK}(\d+)")
+
+
+def _same_part(printed: PrintedGoal, index: int) -> str:
     """A tactic that fails unless binder `index` (the conclusion after the last) is what the
     have's goal has there (the binders before it introduced, not checked)."""
     before = printed.binders[:index]

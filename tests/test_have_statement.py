@@ -16,8 +16,12 @@ from app.db import engine as db
 from app.db.enums import Status
 from app.db.models import Theorem
 from app.have_statement import (
+    ALL,
+    PLAIN,
     Binder,
+    HaveGoal,
     NotStated,
+    PrintedGoal,
     decimal_numbers,
     lemma_parts,
     let_parts,
@@ -28,7 +32,7 @@ from app.rocq.dependencies import dependencies
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.positions import Position
 from app.rocq.session import RocqSession
-from app.rocq.state import State
+from app.rocq.state import RocqError, State
 from app.rocq.toolchain import Toolchain
 from tests.test_steps_0_1 import rocqcot
 
@@ -271,3 +275,29 @@ def test_the_four_mathcomp_cases(tmp_path: Path, subprocess_env, mathcomp_dir: P
         assert theorem.statement.startswith(f"Lemma {theorem.fqn.rpartition('.')[2]} ")
         assert "printing" in (theorem.evaluation or {})
     shutil.rmtree(output, ignore_errors=True)
+
+
+def test_one_check_reports_every_part_that_does_not_read_back(
+    session: RocqSession, cases: Path
+) -> None:
+    """As displayed, `e`'s type (binder 1) hides the type of its equality; fully explicit,
+    every part reads back. One Rocq call says so for all the parts, as each part's own check
+    does."""
+    state, have, _ = at_have(session, cases, "notation_type")
+    goal = HaveGoal(session, state, have, 0, frozenset({"T"}))
+    plain, explicit = goal.printed(PLAIN), goal.printed(ALL)
+    assert goal.failed_parts(plain) == frozenset({1})
+    assert goal.failed_parts(explicit) == frozenset()
+    broken = PrintedGoal(PLAIN, plain.binders, "x = (")  # does not parse: no report
+    assert goal.failed_parts(broken) is None
+
+
+def test_an_attempt_fetches_no_goals_and_leaves_its_state_usable(
+    session: RocqSession, cases: Path
+) -> None:
+    state, have, _ = at_have(session, cases, "ltac_names")
+    messages = session.attempt(state, 'idtac "checked".')
+    assert [m.text for m in messages] == ["checked"]
+    with pytest.raises(RocqError):
+        session.attempt(state, "fail.")
+    assert session.run(state, have).goals.foreground[0].conclusion == "u + H = g + t"

@@ -173,6 +173,18 @@ class RocqSession:
         self._steps.append((text, sid))
         return State(state.file, state.offset, (*state.steps, text), messages, goals)
 
+    def attempt(self, state: State, text: str) -> tuple[Message, ...]:
+        """Run a text at a state for its outcome only: its messages, or `RocqError` if Rocq
+        rejects it. No goals are fetched (printing a large context costs Rocq and this process
+        more than a check itself), and no state is made: `state` stays the one to go on from."""
+        self._goto(state)
+        source = SourceText(text)
+        if not split_sentences(source.data):
+            return ()
+        sid, _goals, messages = self._add_and_force(source, fetch_goals=False)
+        self._steps.append((text, sid))
+        return messages
+
     def goals(self, state: State) -> Goals:
         """The goals of a state: fetched when the state was made, else by going to it."""
         if state.goals is not None:
@@ -248,7 +260,7 @@ class RocqSession:
             self._edit_at(self._steps[common - 1][1] if common else self._prefix_tip)
             del self._steps[common:]
         for text in state.steps[common:]:
-            sid, _goals, _messages = self._add_and_force(SourceText(text))
+            sid, _goals, _messages = self._add_and_force(SourceText(text), fetch_goals=False)
             self._steps.append((text, sid))
 
     def _prefix_state(self, count: int) -> State:
@@ -328,20 +340,22 @@ class RocqSession:
     def _skipping(self) -> bool:
         return self.skip_proofs and not self._skip_failed
 
-    def _add_and_force(self, source: SourceText) -> tuple[int, Goals, tuple[Message, ...]]:
-        """Add every sentence of a text at the tip, then execute them and fetch the goals.
+    def _add_and_force(
+        self, source: SourceText, fetch_goals: bool = True
+    ) -> tuple[int, Goals | None, tuple[Message, ...]]:
+        """Add every sentence of a text at the tip, then execute them and fetch the goals (or
+        only execute them).
 
         On failure, backtrack to the tip and raise `RocqError` located in the text.
         """
+        force = self._goal_call() if fetch_goals else self._status_call()
         base, sids, feedback = self._tip, [], []
         chunks = list(_chunks(source, split_sentences(source.data)))
         for index, (text, offset) in enumerate(chunks, 1):
             add = ("Add", self._protocol.add(text, sids[-1] if sids else base, offset))
             # The last Add goes with the Goal that executes everything (its answer is ignored
             # if the Add fails to parse).
-            answers = (
-                self._calls(add, self._goal_call()) if index == len(chunks) else self._calls(add)
-            )
+            answers = self._calls(add, force) if index == len(chunks) else self._calls(add)
             if isinstance(answers[0], Err):
                 self._edit_at(base)
                 raise self._error(answers[0], source)
@@ -357,7 +371,7 @@ class RocqSession:
             for m in (*feedback, *answer.messages)
             if m.state_id in wanted and m.route == 0
         )
-        return sids[-1], answer.value, messages
+        return sids[-1], answer.value if fetch_goals else None, messages
 
     def _goal_call(self) -> tuple[str, bytes]:
         """Goal: fetches the goals, executing what is pending first."""
