@@ -315,8 +315,7 @@ def _same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
 def _report_parts(printed: PrintedGoal) -> str:
     """A tactic that checks every part as `_same_part` does, one after the other in one run,
     and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
-    count = sum(len(b.names) for b in printed.binders)
-    steps = [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
+    steps = _revert(printed.binders)
     for index, binder in enumerate(printed.binders):
         steps += [f"intros {name}; {_reported(_is_last(binder), index)}" for name in binder.names]
     steps.append(_reported(_is_goal(printed.conclusion), len(printed.binders)))
@@ -349,13 +348,18 @@ def _checks(
 ) -> str:
     """Revert the hypotheses of `every` binder, run `intro`, introduce and check each of
     `checked`, then check the goal against `conclusion` (when given)."""
-    count = sum(len(b.names) for b in every)
-    steps = [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
+    steps = _revert(every)
     steps += intro or []
     steps += [f"intros {name}; {_is_last(b)}" for b in checked for name in b.names]
     if conclusion is not None:
         steps.append(_is_goal(conclusion))
     return "; ".join(steps) or "idtac"
+
+
+def _revert(binders: tuple[Binder, ...]) -> list[str]:
+    """The tactic that reverts the hypotheses the binders stand for (the last ones)."""
+    count = sum(len(b.names) for b in binders)
+    return [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
 
 
 def _is_last(binder: Binder) -> str:
