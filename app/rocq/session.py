@@ -165,25 +165,18 @@ class RocqSession:
 
         Raises `RocqError` (message, location in `text`) if Rocq rejects it; `state` stays valid.
         """
-        self._goto(state)
-        source = SourceText(text)
-        if not split_sentences(source.data):
+        ran = self._run_on(state, text, fetch_goals=True)
+        if ran is None:
             return state
-        sid, goals, messages = self._add_and_force(source)
-        self._steps.append((text, sid))
+        goals, messages = ran
         return State(state.file, state.offset, (*state.steps, text), messages, goals)
 
     def attempt(self, state: State, text: str) -> tuple[Message, ...]:
         """Run a text at a state for its outcome only: its messages, or `RocqError` if Rocq
         rejects it. No goals are fetched (printing a large context costs Rocq and this process
         more than a check itself), and no state is made: `state` stays the one to go on from."""
-        self._goto(state)
-        source = SourceText(text)
-        if not split_sentences(source.data):
-            return ()
-        sid, _goals, messages = self._add_and_force(source, fetch_goals=False)
-        self._steps.append((text, sid))
-        return messages
+        ran = self._run_on(state, text, fetch_goals=False)
+        return () if ran is None else ran[1]
 
     def goals(self, state: State) -> Goals:
         """The goals of a state: fetched when the state was made, else by going to it."""
@@ -262,6 +255,19 @@ class RocqSession:
         for text in state.steps[common:]:
             sid, _goals, _messages = self._add_and_force(SourceText(text), fetch_goals=False)
             self._steps.append((text, sid))
+
+    def _run_on(
+        self, state: State, text: str, fetch_goals: bool
+    ) -> tuple[Goals | None, tuple[Message, ...]] | None:
+        """Go to `state` and run `text` on top of it as a live step: its goals (if fetched) and
+        messages; None when the text holds no sentence."""
+        self._goto(state)
+        source = SourceText(text)
+        if not split_sentences(source.data):
+            return None
+        sid, goals, messages = self._add_and_force(source, fetch_goals)
+        self._steps.append((text, sid))
+        return goals, messages
 
     def _prefix_state(self, count: int) -> State:
         """Execute exactly the first `count` file sentences and return that state."""
@@ -353,8 +359,8 @@ class RocqSession:
         chunks = list(_chunks(source, split_sentences(source.data)))
         for index, (text, offset) in enumerate(chunks, 1):
             add = ("Add", self._protocol.add(text, sids[-1] if sids else base, offset))
-            # The last Add goes with the Goal that executes everything (its answer is ignored
-            # if the Add fails to parse).
+            # The last Add goes with the Goal (or Status) that executes everything (its answer
+            # is ignored if the Add fails to parse).
             answers = self._calls(add, force) if index == len(chunks) else self._calls(add)
             if isinstance(answers[0], Err):
                 self._edit_at(base)
