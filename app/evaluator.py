@@ -45,7 +45,7 @@ from app.chains import (
 )
 from app.dictionary import Ref
 from app.goal_diff import goal_diff, remaining, render
-from app.have_statement import HaveStatement, NotStated, state_have
+from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
 from app.rocq.goals import Hypothesis
 from app.rocq.positions import Position
 from app.rocq.session import RocqSession
@@ -194,6 +194,8 @@ class Evaluator:
         self.hidden: frozenset[str] = frozenset()
         self.gvars: list[dict[str, Any]] = []
         self.new_types: dict[str, str] = {}
+        self.printings = PrintingMemory()
+        """What the theorem's haves needed to be stated, for its later haves."""
         first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]
         self.text = item.tagged_proof or item.proof
         self.alignment = Alignment(item.proof, self.text, first)
@@ -258,7 +260,9 @@ class Evaluator:
         """The have's goal as a lemma, decided where the have is (its statement alone)."""
         assert chain.have is not None
         try:
-            statement = state_have(self.session, state, chain.lead, chain.goal_index, self.hidden)
+            statement = state_have(
+                self.session, state, chain.lead, chain.goal_index, self.hidden, self.printings
+            )
         except RocqSessionError as error:
             error_text = f"Rocq refused the have's statement: {_message(error)}"
             return PendingHave(index, number, chain.have, None, error_text)

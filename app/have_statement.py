@@ -9,13 +9,16 @@ fully explicit number is too deep to display (`S (S … (...))`). So the whole g
 as displayed, then with coercions and implicit arguments; when neither reads back, each binder
 and the conclusion take the most readable of `PRINTINGS` that gives them back (one Rocq check
 per printing says which parts do: a goal of MathComp's group theory has dozens of hypotheses,
-and checking them one at a time made stating the haves most of step 4's time).
+and checking them one at a time made stating the haves most of step 4's time). A theorem's
+later haves try first the printings its earlier haves' parts needed (`PrintingMemory`): they
+share most hypotheses, and then one check states them.
 
 "The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
 hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
 introduced again one by one under the binders' names, each hypothesis (type and body) and then
 the goal compared with the binder or conclusion elaborated at that point, as Rocq elaborates a
-lemma's statement; `constr_eq`: the same term up to the names of bound variables, never merely
+lemma's statement; `constr_eq_nounivs`: the same term up to the names of bound variables and
+universe levels (a statement has no way to name the parent's universes), never merely
 convertible. Step 4 then runs the lemma after the parent's `Qed` and proves it there.
 """
 
@@ -32,10 +35,16 @@ PLAIN, IMPLICIT, ALL = "", "Set Printing Coercions. Set Printing Implicit.", "Se
 DECIMAL = "Set Printing All. (numbers in decimal)"
 """`Set Printing All.` with its unary numbers written in decimal (`60%nat`): Rocq's display
 elides terms nested more than 50 deep, as `S (S … (...))`, and then cannot be read back."""
-PRINTINGS = (PLAIN, IMPLICIT, DECIMAL, ALL)
+CAST = "(local definitions cast to their types)"
+"""A printing's local definitions written `(x : T := ((body) : T))`: without the cast, Rocq
+types a definition by its body (`Type`), not by the type shown (`predArgType`), once a
+tactic has dropped the cast the definition was made with."""
+PLAIN_CAST, IMPLICIT_CAST, ALL_CAST = CAST, f"{IMPLICIT} {CAST}", f"{ALL} {CAST}"
+PRINTINGS = (PLAIN, IMPLICIT, PLAIN_CAST, IMPLICIT_CAST, DECIMAL, ALL, ALL_CAST)
 """How a have's goal is printed, from the most readable: as Rocq displays it, with coercions
-and implicit arguments, then fully explicit (numbers in decimal, then in unary). The first two
-are tried on the whole goal, then each part of the lemma takes the first that gives it back."""
+and implicit arguments (each also with its local definitions cast), then fully explicit
+(numbers in decimal, then in unary, then cast). The first two are tried on the whole goal,
+then each part of the lemma takes the first that gives it back."""
 
 _RESERVED = re.compile(r"_[\w']*_$")
 _BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
@@ -103,6 +112,8 @@ class HaveGoal:
         """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
         if printing == DECIMAL:
             return _decimal(self.printed(ALL), self.printed(IMPLICIT))
+        if printing.endswith(CAST):
+            return _cast(self.printed(printing.removesuffix(CAST).strip()), printing)
         if printing not in self.shown:
             shown = self.session.run(self.state, f"{printing} {self.lead}")
             assert shown.goals is not None
@@ -135,13 +146,41 @@ class HaveGoal:
         return self.session.attempt(state, f"{self.goal_index + 1}: ({tactic}).")
 
 
+class PrintingMemory:
+    """The printing that parts of a theorem's earlier haves needed, tried first on its later
+    ones: a proof's haves share most of their hypotheses, and a hypothesis that reads back only
+    fully explicit in one goal does so in the next, so one check states the have instead of a
+    cascade of them (Rocq's check still decides: a wrong guess costs one call)."""
+
+    def __init__(self) -> None:
+        self._needed: dict[str, str] = {}
+
+    def guess(self, plain: PrintedGoal) -> list[str] | None:
+        """A printing for each part (those never seen as displayed), or None when no part of
+        this goal needed another printing before."""
+        printings = [self._needed.get(_part_text(plain, i), PLAIN) for i in _parts(plain)]
+        return printings if any(printings) else None
+
+    def learn(self, plain: PrintedGoal, chosen: list[PrintedGoal]) -> None:
+        """Remember the parts that did not read back as displayed, by their display."""
+        for index, printed in enumerate(chosen):
+            if printed.printing:
+                self._needed[_part_text(plain, index)] = printed.printing
+
+
 def state_have(
-    session: RocqSession, state: State, lead: str, goal_index: int, hidden: frozenset[str]
+    session: RocqSession,
+    state: State,
+    lead: str,
+    goal_index: int,
+    hidden: frozenset[str],
+    memory: PrintingMemory | None = None,
 ) -> HaveStatement:
     """The most readable statement of the have that `lead` opens at `state` (its goal is the
     `goal_index`th it leaves) that Rocq elaborates, there, into that very goal: one printing
     for the whole goal when one does, else each binder and the conclusion in the most readable
-    printing that gives it back.
+    printing that gives it back. With the `memory` of the theorem's earlier haves, the
+    printings their parts needed are tried first.
 
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
@@ -149,6 +188,9 @@ def state_have(
     plain = have.printed(PLAIN)
     if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
         raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
+    memory = memory or PrintingMemory()
+    if (guess := memory.guess(plain)) and (stated := _guessed(have, guess)):
+        return stated
     problems = []
     for printing in (PLAIN, IMPLICIT):
         printed = have.printed(printing)
@@ -158,13 +200,22 @@ def state_have(
         if problem is None:
             return _statement(printed.binders, printed.conclusion, printing)
         problems.append(f"{printing or 'as displayed'}: {problem}")
-    return _per_part(have, problems)
+    return _per_part(have, problems, memory)
 
 
-def _per_part(have: HaveGoal, problems: list[str]) -> HaveStatement:
+def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
+    """The statement with each part in the printing given, if Rocq finds it is the goal."""
+    chosen = [have.printed(printing) for printing in printings]
+    if not _grouped_alike(chosen):
+        return None
+    stated = _mixed(chosen)
+    return stated if have.check(_same_goal(*_lemma(chosen))) is None else None
+
+
+def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> HaveStatement:
     """Each part in the most readable printing that gives it back, then the whole checked."""
     every = [have.printed(printing) for printing in PRINTINGS]
-    if len({tuple(b.names for b in p.binders) for p in every}) > 1:
+    if not _grouped_alike(every):
         raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
     reports: dict[str, frozenset[int] | None] = {}
 
@@ -177,20 +228,39 @@ def _per_part(have: HaveGoal, problems: list[str]) -> HaveStatement:
         return index not in failed
 
     chosen: list[PrintedGoal] = []
-    for index in range(len(every[0].binders) + 1):
+    for index in _parts(every[0]):
         candidates = _candidates(every, index)
         found = next((p for p in candidates if gives_back(p, index)), None)
         if found is None:
             missing = f"no printing gives back {_part(every[0], index)}"
             raise NotStated("; ".join([*problems, missing]))
         chosen.append(found)
-    binders = tuple(p.binders[i] for i, p in enumerate(chosen[:-1]))
-    conclusion = chosen[-1].conclusion
-    problem = have.check(_same_goal(binders, conclusion))
+    problem = have.check(_same_goal(*_lemma(chosen)))
     if problem is not None:
         raise NotStated("; ".join([*problems, f"per part: {problem}"]))
+    memory.learn(every[0], chosen)
+    return _mixed(chosen)
+
+
+def _parts(printed: PrintedGoal) -> range:
+    """The indices of the lemma's parts: its binders, then its conclusion."""
+    return range(len(printed.binders) + 1)
+
+
+def _grouped_alike(printings: list[PrintedGoal]) -> bool:
+    """The printings group the goal's hypotheses into the same binders."""
+    return len({tuple(b.names for b in p.binders) for p in printings}) == 1
+
+
+def _lemma(chosen: list[PrintedGoal]) -> tuple[tuple[Binder, ...], str]:
+    """The binders and conclusion when each part is taken from its own printing."""
+    return tuple(p.binders[i] for i, p in enumerate(chosen[:-1])), chosen[-1].conclusion
+
+
+def _mixed(chosen: list[PrintedGoal]) -> HaveStatement:
+    """The statement of parts each in its own printing, the record naming the explicit ones."""
     explicit = [f"{p.printing} for {_part(p, i)}" for i, p in enumerate(chosen) if p.printing]
-    return _statement(binders, conclusion, "per part: " + "; ".join(explicit))
+    return _statement(*_lemma(chosen), "per part: " + "; ".join(explicit))
 
 
 def _part(printed: PrintedGoal, index: int) -> str:
@@ -229,6 +299,15 @@ def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> H
 def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> PrintedGoal:
     """The goal's binders and conclusion, reserved names renamed."""
     return PrintedGoal(printing, *lemma_parts(rename_reserved(goal), hidden))
+
+
+def _cast(printed: PrintedGoal, printing: str) -> PrintedGoal:
+    """The printing with each local definition's body cast to the definition's type."""
+    binders = tuple(
+        b if b.body is None else Binder(b.names, b.type, f"({b.body}) : {b.type}")
+        for b in printed.binders
+    )
+    return PrintedGoal(printing, binders, printed.conclusion)
 
 
 def _decimal(explicit: PrintedGoal, shown: PrintedGoal) -> PrintedGoal:
@@ -370,13 +449,13 @@ def _is_last(binder: Binder) -> str:
             f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
             f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
             f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
-            f"constr_eq {ty} {u}; constr_eq {b} {v} end end"
+            f"constr_eq_nounivs {ty} {u}; constr_eq_nounivs {b} {v} end end"
         )
     h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
     return (
         f"lazymatch goal with {h} : ?{ty} |- _ => "
         f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
-        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq {ty} {u} end end"
+        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq_nounivs {ty} {u} end end"
     )
 
 
@@ -385,7 +464,7 @@ def _is_goal(term: str) -> str:
     g, t, u = _fresh(term, "g", "t", "u")
     return (
         f"lazymatch goal with |- ?{g} => let {t} := constr:(forall _ : Prop, {term}) in "
-        f"lazymatch {t} with forall _, ?{u} => constr_eq {g} {u} end end"
+        f"lazymatch {t} with forall _, ?{u} => constr_eq_nounivs {g} {u} end end"
     )
 
 

@@ -22,6 +22,7 @@ from app.have_statement import (
     HaveGoal,
     NotStated,
     PrintedGoal,
+    PrintingMemory,
     decimal_numbers,
     lemma_parts,
     let_parts,
@@ -127,6 +128,12 @@ move=> ?.
 have h : y = x.
 Admitted.
 
+Lemma cast_dropped : True.
+Proof.
+set A : predArgType := (nat * bool)%type.
+have h : A = A.
+Admitted.
+
 Lemma with_evar : True.
 Proof.
 evar (n : nat).
@@ -202,6 +209,13 @@ def at_have(session: RocqSession, path: Path, name: str) -> tuple[State, str, St
             "elided",
             "per part: Set Printing All. (numbers in decimal) for e",
             "(x : nat) (e : @eq ((fun x : Set => x) nat) x (60%nat)) (b : x < 70) : x = x",
+        ),
+        # algnum.dec_Cint_span: a local definition whose cast a tactic dropped is typed by its
+        # body (`Set`) when read back, unless its body is cast again to the type it has
+        (
+            "cast_dropped",
+            "per part: (local definitions cast to their types) for A",
+            "(A : predArgType := (((nat * bool)%type) : predArgType)) : A = A",
         ),
         # hypotheses named as the checking tactic's own variables
         ("ltac_names", "", "(g t u H : nat) (e : g + t = u + H) : u + H = g + t"),
@@ -301,3 +315,26 @@ def test_an_attempt_fetches_no_goals_and_leaves_its_state_usable(
     with pytest.raises(RocqError):
         session.attempt(state, "fail.")
     assert session.run(state, have).goals.foreground[0].conclusion == "u + H = g + t"
+
+
+def test_later_haves_try_first_what_the_earlier_ones_needed(
+    session: RocqSession, cases: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`e` reads back only fully explicit. Once a have of the theorem found that, its next have
+    with `e` takes three Rocq calls (printed as displayed and fully explicit, one check), not
+    the cascade, and gets the statement the cascade gives."""
+    state, have, _ = at_have(session, cases, "notation_type")
+    calls: list[str] = []
+    for method in ("run", "attempt"):
+        original = getattr(session, method)
+        monkeypatch.setattr(session, method, lambda *a, f=original: calls.append(a[1]) or f(*a))
+    memory, hidden, other = PrintingMemory(), frozenset({"T"}), "have h' : x = x."
+    state_have(session, state, have, 0, hidden, memory)
+    calls.clear()
+    alone = state_have(session, state, other, 0, hidden)
+    cascade = len(calls)
+    calls.clear()
+    remembered = state_have(session, state, other, 0, hidden, memory)
+    assert remembered == alone
+    assert remembered.printing == "per part: Set Printing All. for e"
+    assert len(calls) == 3 < cascade
