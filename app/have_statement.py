@@ -5,13 +5,14 @@ variables left out) become binders, its conclusion the lemma's. A display does n
 back as the same term: a bound variable's name is lost (`rot^~ (x :: t)`), a notation hides an
 implicit argument (`x <> 1`, `Tagged`), a pattern shows a parameter the file's `Asymmetric
 Patterns` refuses (`ReflectT _ Dx`), a coercion is found through another canonical path, a
-fully explicit number is too deep to display (`S (S … (...))`). So the whole goal is printed
-as displayed, then with coercions and implicit arguments; when neither reads back, each binder
-and the conclusion take the most readable of `PRINTINGS` that gives them back (one Rocq check
-per printing says which parts do: a goal of MathComp's group theory has dozens of hypotheses,
-and checking them one at a time made stating the haves most of step 4's time). A theorem's
-later haves try first the printings its earlier haves' parts needed (`PrintingMemory`): they
-share most hypotheses, and then one check states them.
+fully explicit number is too deep to display (`S (S … (...))`), a local definition that a
+tactic stripped of its cast is typed by its body (`Set`), not by the type shown. So the whole
+goal is printed as displayed, then with coercions and implicit arguments; when neither reads
+back, each binder and the conclusion take the most readable of `PRINTINGS` that gives them back
+(one Rocq check per printing says which parts do: a goal of MathComp's group theory has dozens
+of hypotheses, and checking them one at a time made stating the haves most of step 4's time). A
+theorem's later haves try first the printings its earlier haves' parts needed
+(`PrintingMemory`): they share most hypotheses, and then one check states them.
 
 "The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
 hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
@@ -208,8 +209,9 @@ def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
     chosen = [have.printed(printing) for printing in printings]
     if not _grouped_alike(chosen):
         return None
-    stated = _mixed(chosen)
-    return stated if have.check(_same_goal(*_lemma(chosen))) is None else None
+    if have.check(_same_goal(*_lemma(chosen))) is not None:
+        return None
+    return _mixed(chosen)
 
 
 def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> HaveStatement:
