@@ -83,8 +83,7 @@ def test_decimal_numbers() -> None:
 
 # --- Each cause, in Rocq ---------------------------------------------------------------------
 
-CASES_V = """From Coq Require Import ssreflect ssrfun ssrbool List.
-Import ListNotations.
+CASES_V = """Import ListNotations.
 Set Asymmetric Patterns.
 
 Section Cases.
@@ -144,11 +143,24 @@ End Cases.
 """
 
 
+CAUSES = ("alpha", "hidden_index", "asymmetric", "notation_type", "elided", "ltac_names")
+CAUSES += ("reserved", "cast_dropped")
+
+
+def cases_for(toolchain: Toolchain) -> str:
+    """The file of cases with the imports of the toolchain (its own library is `Corelib` and
+    lists are in `Stdlib` since Rocq 9)."""
+    core = toolchain.core_prefix
+    lists = "Stdlib" if core == "Corelib" else core
+    imports = f"From {core} Require Import ssreflect ssrfun ssrbool.\n"
+    return imports + f"From {lists} Require Import List.\n" + CASES_V
+
+
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cases(tmp_path_factory: pytest.TempPathFactory, toolchain: Toolchain) -> Path:
     """The file of cases (Rocq reads it from its source: nothing to build)."""
     path = tmp_path_factory.mktemp("haves") / "cases.v"
-    path.write_text(CASES_V)
+    path.write_text(cases_for(toolchain))
     return path
 
 
@@ -238,6 +250,22 @@ def test_each_cause(
     shown = session.run(state, have).goals
     assert start.goals is not None and shown is not None
     assert start.goals.foreground[0].conclusion == shown.foreground[0].conclusion
+
+
+def test_every_cause_is_stated_on_each_toolchain(each_toolchain: Toolchain, tmp_path: Path) -> None:
+    """Displays differ between Rocq versions; on each, every cause above gives a lemma that
+    Rocq accepts after the theorem, with the have's goal."""
+    path = tmp_path / "cases.v"
+    path.write_text(cases_for(each_toolchain))
+    with RocqSession(timeout=60, toolchain=each_toolchain) as rocq:
+        rocq.start(path, [])
+        for name in CAUSES:
+            state, have, after = at_have(rocq, path, name)
+            stated = state_have(rocq, state, have, 0, frozenset({"T"}))
+            start = rocq.run(after, stated.lemma(f"{name}_1")).goals
+            shown = rocq.run(state, have).goals
+            assert start is not None and shown is not None
+            assert start.foreground[0].conclusion == shown.foreground[0].conclusion, name
 
 
 def test_a_goal_with_an_existential_variable_is_not_stated(
