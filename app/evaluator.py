@@ -48,6 +48,7 @@ from app.goal_diff import goal_diff, remaining, render
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
 from app.rocq.goals import Hypothesis
 from app.rocq.positions import Position
+from app.rocq.protocol import FLAT_PRINTING
 from app.rocq.session import RocqSession
 from app.rocq.state import LoadPath, RocqError, RocqSessionError, State
 
@@ -129,7 +130,9 @@ class Replayer:
 
     def __init__(self) -> None:
         self.session = RocqSession(timeout=DEFAULT_TIMEOUT, skip_proofs=True)
+        self._flat: RocqSession | None = None
         self.opened: tuple[str, str] | None = None
+        self.load_paths: list[LoadPath] = []
         self.types: dict[str, tuple[str, str | None]] = {}
         """The name an object has at a point (its section path while open) → the name Rocq
         locates and the type it prints."""
@@ -141,9 +144,25 @@ class Replayer:
             on_disk = Path(file.path).read_bytes()
             if hashlib.sha256(on_disk).hexdigest() != file.content_hash:
                 raise ReplayFailed(f"{file.path} changed since step 0 built it: run step 0 again")
-            self.session.start(file.path, [LoadPath(*file.load_path)])
+            self.load_paths = [LoadPath(*file.load_path)]
+            self.session.start(file.path, self.load_paths)
             self.opened = (file.path, file.content_hash)
         return self.session
+
+    def flat(self) -> RocqSession:
+        """A second session on the open file whose texts are never cut, for the few haves whose
+        goal nests deeper than coqidetop's display shows; started on first need."""
+        assert self.opened is not None
+        if self._flat is None:
+            self._flat = RocqSession(timeout=self.session.timeout, skip_proofs=True)
+        self._flat.timeout = self.session.timeout
+        self._flat.start(self.opened[0], self.load_paths, FLAT_PRINTING)
+        return self._flat
+
+    def close(self) -> None:
+        self.session.close()
+        if self._flat is not None:
+            self._flat.close()
 
 
 @contextmanager
@@ -153,7 +172,7 @@ def replayer() -> Iterator[Replayer]:
     try:
         yield held
     finally:
-        held.session.close()
+        held.close()
 
 
 def run(item: TheoremInput, held: Replayer) -> Outcome:
@@ -261,7 +280,13 @@ class Evaluator:
         assert chain.have is not None
         try:
             statement = state_have(
-                self.session, state, chain.lead, chain.goal_index, self.hidden, self.printings
+                self.session,
+                state,
+                chain.lead,
+                chain.goal_index,
+                self.hidden,
+                self.printings,
+                self.held.flat,
             )
         except RocqSessionError as error:
             error_text = f"Rocq refused the have's statement: {_message(error)}"

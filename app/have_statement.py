@@ -26,6 +26,7 @@ convertible. Step 4 then runs the lemma after the parent's `Qed` and proves it t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.rocq.goals import Goal, Hypothesis, Message
@@ -99,14 +100,28 @@ class PrintedGoal:
     conclusion: str
 
 
+CUT = "..."
+"""What coqidetop's display puts in place of a term nested more than 50 boxes deep."""
+
+FlatSession = Callable[[], RocqSession]
+"""A session on the same file whose texts are never cut (`app.rocq.protocol.FLAT_PRINTING`),
+started when first needed."""
+
+
 class HaveGoal:
     """The have's goal at its state: printed on demand, checked in place."""
 
     def __init__(
-        self, session: RocqSession, state: State, lead: str, goal_index: int, hidden: frozenset[str]
+        self,
+        session: RocqSession,
+        state: State,
+        lead: str,
+        goal_index: int,
+        hidden: frozenset[str],
+        flat: FlatSession | None = None,
     ) -> None:
         self.session, self.state, self.lead = session, state, lead
-        self.goal_index, self.hidden = goal_index, hidden
+        self.goal_index, self.hidden, self.flat = goal_index, hidden, flat
         self.shown: dict[str, tuple[State, PrintedGoal]] = {}
 
     def printed(self, printing: str) -> PrintedGoal:
@@ -116,9 +131,14 @@ class HaveGoal:
         if printing.endswith(CAST):
             return _cast(self.printed(printing.removesuffix(CAST).strip()), printing)
         if printing not in self.shown:
-            shown = self.session.run(self.state, f"{printing} {self.lead}")
+            text = f"{printing} {self.lead}"
+            shown = self.session.run(self.state, text)
             assert shown.goals is not None
             goal = shown.goals.foreground[self.goal_index]
+            if CUT in goal.pretty and self.flat is not None:
+                whole = self.flat().run(self.state, text).goals
+                assert whole is not None
+                goal = whole.foreground[self.goal_index]
             self.shown[printing] = shown, _cut(goal, self.hidden, printing)
         return self.shown[printing][1]
 
@@ -176,16 +196,18 @@ def state_have(
     goal_index: int,
     hidden: frozenset[str],
     memory: PrintingMemory | None = None,
+    flat: FlatSession | None = None,
 ) -> HaveStatement:
     """The most readable statement of the have that `lead` opens at `state` (its goal is the
     `goal_index`th it leaves) that Rocq elaborates, there, into that very goal: one printing
     for the whole goal when one does, else each binder and the conclusion in the most readable
     printing that gives it back. With the `memory` of the theorem's earlier haves, the
-    printings their parts needed are tried first.
+    printings their parts needed are tried first; with a `flat` session, a goal the display
+    cuts is printed whole there.
 
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
-    have = HaveGoal(session, state, lead, goal_index, hidden)
+    have = HaveGoal(session, state, lead, goal_index, hidden, flat)
     plain = have.printed(PLAIN)
     if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
         raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")

@@ -5,6 +5,7 @@ theorems where they were met, through steps 0 to 4."""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from app.have_statement import (
 from app.rocq.dependencies import dependencies
 from app.rocq.goals import Goal, Hypothesis
 from app.rocq.positions import Position
+from app.rocq.protocol import FLAT_PRINTING
 from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, State
 from app.rocq.toolchain import Toolchain
@@ -83,6 +85,9 @@ def test_decimal_numbers() -> None:
 
 # --- Each cause, in Rocq ---------------------------------------------------------------------
 
+DEEP = functools.reduce(lambda term, _: f"(x + {term})", range(60), "x")
+"""A sum nested 60 deep: coqidetop's display cuts it (`...`)."""
+
 CASES_V = """Import ListNotations.
 Set Asymmetric Patterns.
 
@@ -133,6 +138,12 @@ set A : predArgType := (nat * bool)%type.
 have h : A = A.
 Admitted.
 
+Lemma deep (x : nat) : True.
+Proof.
+pose f := {DEEP}.
+have h : f = f.
+Admitted.
+
 Lemma with_evar : True.
 Proof.
 evar (n : nat).
@@ -153,7 +164,7 @@ def cases_for(toolchain: Toolchain) -> str:
     core = toolchain.core_prefix
     lists = "Stdlib" if core == "Corelib" else core
     imports = f"From {core} Require Import ssreflect ssrfun ssrbool.\n"
-    return imports + f"From {lists} Require Import List.\n" + CASES_V
+    return imports + f"From {lists} Require Import List.\n" + CASES_V.replace("{DEEP}", DEEP)
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +277,23 @@ def test_every_cause_is_stated_on_each_toolchain(each_toolchain: Toolchain, tmp_
             shown = rocq.run(state, have).goals
             assert start is not None and shown is not None
             assert start.foreground[0].conclusion == shown.foreground[0].conclusion, name
+
+
+def test_a_goal_nested_deeper_than_the_display_is_read_whole(
+    session: RocqSession, cases: Path, toolchain: Toolchain
+) -> None:
+    """coqidetop's display cuts `f`'s body as `...`, and no printing of it reads back; a
+    second session whose texts are never cut prints it whole, and the have is stated as
+    displayed."""
+    state, have, after = at_have(session, cases, "deep")
+    with pytest.raises(NotStated, match="no printing gives back f"):
+        state_have(session, state, have, 0, frozenset({"T"}))
+    with RocqSession(timeout=60, toolchain=toolchain) as flat:
+        flat.start(cases, [], FLAT_PRINTING)
+        stated = state_have(session, state, have, 0, frozenset({"T"}), flat=lambda: flat)
+    assert (stated.printing, stated.binders) == ("", f"(x : nat) (f : nat := {DEEP})")
+    start = session.run(after, stated.lemma("deep_1")).goals
+    assert start is not None and start.foreground[0].conclusion == "f = f"
 
 
 def test_a_goal_with_an_existential_variable_is_not_stated(

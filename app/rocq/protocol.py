@@ -136,8 +136,26 @@ def _decode_int(xml: Element) -> int:
 
 
 def _decode_text(xml: Element) -> str:
-    """`<string>text</string>`, or `<richpp>` markup whose tags are dropped and text kept."""
+    """`<string>text</string>`, `<richpp>` markup whose tags are dropped and text kept, or a
+    `<ppdoc>` document (`FLAT_PRINTING`) on one line."""
+    if xml.tag == "ppdoc":
+        return _flat_document(xml)
     return "".join(xml.itertext())
+
+
+def _flat_document(xml: Element) -> str:
+    """A Pp document's strings in order, each break as its spaces and each forced newline as
+    one: the whole text on one line (read in document order, however deep it nests)."""
+    parts = []
+    for node in xml.iter("ppdoc"):
+        kind = node.get("val")
+        if kind == "string":
+            parts.append(node[0].text or "")
+        elif kind == "break":
+            parts.append(" " * int(node[0][0].text or "0"))
+        elif kind == "force_newline":
+            parts.append(" ")
+    return "".join(parts)
 
 
 def _decode_list(xml: Element) -> list[Any]:
@@ -199,6 +217,7 @@ _DECODERS: dict[str, Callable[[Element], Any]] = {
     "int": _decode_int,
     "string": _decode_text,
     "richpp": _decode_text,
+    "ppdoc": _decode_text,
     "list": _decode_list,
     "pair": _decode_pair,
     "option": _decode_option,
@@ -290,6 +309,12 @@ _NORMALISERS: Mapping[str, Callable[[Any], Any]] = {
     "Query": _ignore,
     "Quit": _ignore,
 }
+
+
+FLAT_PRINTING = ("--xml_format=Ppcmds",)
+"""coqidetop's arguments to send texts as Pp documents, not laid out: richpp, its default,
+cuts what is nested more than 50 boxes deep as `...` (a fixed limit, whatever `Set Printing
+Depth` says), and such a text does not read back. Documents come back on one line."""
 
 
 # --- Versions --------------------------------------------------------------------------------
