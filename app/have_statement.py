@@ -14,13 +14,10 @@ of hypotheses, and checking them one at a time made stating the haves most of st
 theorem's later haves try first the printings its earlier haves' parts needed
 (`PrintingMemory`): they share most hypotheses, and then one check states them.
 
-"The same goal" is decided by Rocq where the have is, inside the parent's proof: its own
-hypotheses are reverted (the section's variables stay, as after the parent's `Qed`) and
-introduced again one by one under the binders' names, each hypothesis (type and body) and then
-the goal compared with the binder or conclusion elaborated at that point, as Rocq elaborates a
-lemma's statement; `constr_eq_nounivs`: the same term up to the names of bound variables and
-universe levels (a statement has no way to name the parent's universes), never merely
-convertible. Step 4 then runs the lemma after the parent's `Qed` and proves it there.
+"The same goal" is decided by Rocq where the have is, inside the parent's proof
+(`app.have_checks`); the texts come from `app.have_parts`. A goal nested deeper than coqidetop's
+display (which cuts it as `...`) is printed whole by a second session (`FlatSession`). Step 4
+then runs the lemma after the parent's `Qed` and proves it there.
 """
 
 from __future__ import annotations
@@ -29,7 +26,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.rocq.goals import Goal, Hypothesis, Message
+from app.have_checks import report_parts, reported_failures, same_goal, same_part
+from app.have_parts import (
+    Binder,
+    PrintedGoal,
+    cast_lets,
+    cut_goal,
+    decimal_printing,
+    part_name,
+    part_text,
+    parts,
+)
+from app.rocq.goals import Message
 from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, RocqSessionError, State
 
@@ -48,9 +56,6 @@ and implicit arguments (each also with its local definitions cast), then fully e
 (numbers in decimal, then in unary, then cast). The first two are tried on the whole goal,
 then each part of the lemma takes the first that gives it back."""
 
-_RESERVED = re.compile(r"_[\w']*_$")
-_BINDERS = frozenset({"forall", "fun", "exists", "exists2", "let", "fix", "cofix"})
-_WORD = re.compile(r"[\w']+")
 _EVAR = re.compile(r"(?<![\w'])\?[A-Za-z_][\w']*")
 
 
@@ -73,31 +78,6 @@ class HaveStatement:
         """The lemma as Rocq runs it, on one line."""
         head = f"{name} {self.binders}" if self.binders else name
         return f"Lemma {head} : {self.conclusion}."
-
-
-@dataclass(frozen=True)
-class Binder:
-    """A hypothesis of the have's goal as a binder of the lemma (reserved names renamed)."""
-
-    names: tuple[str, ...]
-    type: str
-    body: str | None = None
-
-    @property
-    def text(self) -> str:
-        """`(x y : T)`, or `(x : T := (v))` for a local definition."""
-        if self.body is None:
-            return f"({' '.join(self.names)} : {self.type})"
-        return f"({' '.join(self.names)} : {self.type} := ({self.body}))"
-
-
-@dataclass(frozen=True)
-class PrintedGoal:
-    """The have's goal under one printing, cut into the lemma's parts."""
-
-    printing: str
-    binders: tuple[Binder, ...]
-    conclusion: str
 
 
 CUT = "..."
@@ -127,9 +107,9 @@ class HaveGoal:
     def printed(self, printing: str) -> PrintedGoal:
         """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
         if printing == DECIMAL:
-            return _decimal(self.printed(ALL), self.printed(IMPLICIT))
+            return decimal_printing(self.printed(ALL), self.printed(IMPLICIT), DECIMAL)
         if printing.endswith(CAST):
-            return _cast(self.printed(printing.removesuffix(CAST).strip()), printing)
+            return cast_lets(self.printed(printing.removesuffix(CAST).strip()), printing)
         if printing not in self.shown:
             text = f"{printing} {self.lead}"
             shown = self.session.run(self.state, text)
@@ -139,7 +119,7 @@ class HaveGoal:
                 whole = self.flat().run(self.state, text).goals
                 assert whole is not None
                 goal = whole.foreground[self.goal_index]
-            self.shown[printing] = shown, _cut(goal, self.hidden, printing)
+            self.shown[printing] = shown, cut_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
 
     def check(self, tactic: str) -> str | None:
@@ -155,12 +135,10 @@ class HaveGoal:
         under this printing, found by one check of them all; None when that check cannot run
         (a part that does not even parse): then each part is checked alone."""
         try:
-            messages = self._attempt(_report_parts(printed))
+            messages = self._attempt(report_parts(printed))
         except RocqSessionError:
             return None
-        return frozenset(
-            int(found.group(1)) for m in messages if (found := _FAILED_PART.search(m.text))
-        )
+        return reported_failures(m.text for m in messages)
 
     def _attempt(self, tactic: str) -> tuple[Message, ...]:
         state = next(iter(self.shown.values()))[0]
@@ -179,14 +157,14 @@ class PrintingMemory:
     def guess(self, plain: PrintedGoal) -> list[str] | None:
         """A printing for each part (those never seen as displayed), or None when no part of
         this goal needed another printing before."""
-        printings = [self._needed.get(_part_text(plain, i), PLAIN) for i in _parts(plain)]
+        printings = [self._needed.get(part_text(plain, i), PLAIN) for i in parts(plain)]
         return printings if any(printings) else None
 
     def learn(self, plain: PrintedGoal, chosen: list[PrintedGoal]) -> None:
         """Remember the parts that did not read back as displayed, by their display."""
         for index, printed in enumerate(chosen):
             if printed.printing:
-                self._needed[_part_text(plain, index)] = printed.printing
+                self._needed[part_text(plain, index)] = printed.printing
 
 
 def state_have(
@@ -219,7 +197,7 @@ def state_have(
         printed = have.printed(printing)
         if problems and printed == have.printed(PLAIN):
             continue
-        problem = have.check(_same_goal(printed.binders, printed.conclusion))
+        problem = have.check(same_goal(printed.binders, printed.conclusion))
         if problem is None:
             return _statement(printed.binders, printed.conclusion, printing)
         problems.append(f"{printing or 'as displayed'}: {problem}")
@@ -231,7 +209,7 @@ def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
     chosen = [have.printed(printing) for printing in printings]
     if not _grouped_alike(chosen):
         return None
-    if have.check(_same_goal(*_lemma(chosen))) is not None:
+    if have.check(same_goal(*_lemma(chosen))) is not None:
         return None
     return _mixed(chosen)
 
@@ -248,27 +226,22 @@ def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> Ha
             reports[printed.printing] = have.failed_parts(printed)
         failed = reports[printed.printing]
         if failed is None:
-            return have.check(_same_part(printed, index)) is None
+            return have.check(same_part(printed, index)) is None
         return index not in failed
 
     chosen: list[PrintedGoal] = []
-    for index in _parts(every[0]):
+    for index in parts(every[0]):
         candidates = _candidates(every, index)
         found = next((p for p in candidates if gives_back(p, index)), None)
         if found is None:
-            missing = f"no printing gives back {_part(every[0], index)}"
+            missing = f"no printing gives back {part_name(every[0], index)}"
             raise NotStated("; ".join([*problems, missing]))
         chosen.append(found)
-    problem = have.check(_same_goal(*_lemma(chosen)))
+    problem = have.check(same_goal(*_lemma(chosen)))
     if problem is not None:
         raise NotStated("; ".join([*problems, f"per part: {problem}"]))
     memory.learn(every[0], chosen)
     return _mixed(chosen)
-
-
-def _parts(printed: PrintedGoal) -> range:
-    """The indices of the lemma's parts: its binders, then its conclusion."""
-    return range(len(printed.binders) + 1)
 
 
 def _grouped_alike(printings: list[PrintedGoal]) -> bool:
@@ -283,15 +256,8 @@ def _lemma(chosen: list[PrintedGoal]) -> tuple[tuple[Binder, ...], str]:
 
 def _mixed(chosen: list[PrintedGoal]) -> HaveStatement:
     """The statement of parts each in its own printing, the record naming the explicit ones."""
-    explicit = [f"{p.printing} for {_part(p, i)}" for i, p in enumerate(chosen) if p.printing]
+    explicit = [f"{p.printing} for {part_name(p, i)}" for i, p in enumerate(chosen) if p.printing]
     return _statement(*_lemma(chosen), "per part: " + "; ".join(explicit))
-
-
-def _part(printed: PrintedGoal, index: int) -> str:
-    """How a part is named in the record: its binder's names, or `the goal`."""
-    if index < len(printed.binders):
-        return " ".join(printed.binders[index].names)
-    return "the goal"
 
 
 def _candidates(every: list[PrintedGoal], index: int) -> list[PrintedGoal]:
@@ -301,8 +267,8 @@ def _candidates(every: list[PrintedGoal], index: int) -> list[PrintedGoal]:
     candidates = []
     explicit = next(p for p in every if p.printing == ALL)
     for printed in every:
-        text = _part_text(printed, index)
-        if printed.printing == DECIMAL and text == _part_text(explicit, index):
+        text = part_text(printed, index)
+        if printed.printing == DECIMAL and text == part_text(explicit, index):
             continue
         if text not in texts:
             texts.add(text)
@@ -310,197 +276,8 @@ def _candidates(every: list[PrintedGoal], index: int) -> list[PrintedGoal]:
     return candidates
 
 
-def _part_text(printed: PrintedGoal, index: int) -> str:
-    if index < len(printed.binders):
-        return printed.binders[index].text
-    return printed.conclusion
-
-
 def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> HaveStatement:
     return HaveStatement(" ".join(b.text for b in binders), conclusion, printing)
-
-
-def _cut(goal: Goal, hidden: frozenset[str], printing: str) -> PrintedGoal:
-    """The goal's binders and conclusion, reserved names renamed."""
-    return PrintedGoal(printing, *lemma_parts(rename_reserved(goal), hidden))
-
-
-def _cast(printed: PrintedGoal, printing: str) -> PrintedGoal:
-    """The printing with each local definition's body cast to the definition's type."""
-    binders = tuple(
-        b if b.body is None else Binder(b.names, b.type, f"({b.body}) : {b.type}")
-        for b in printed.binders
-    )
-    return PrintedGoal(printing, binders, printed.conclusion)
-
-
-def _decimal(explicit: PrintedGoal, shown: PrintedGoal) -> PrintedGoal:
-    """The fully explicit printing with its numbers in decimal, part by part (a part whose
-    numbers do not line up with the display's stays as it is)."""
-
-    def part(text: str, display: str) -> str:
-        return decimal_numbers(text, display) or text
-
-    binders = tuple(
-        Binder(
-            b.names,
-            part(b.type, d.type),
-            None if b.body is None or d.body is None else part(b.body, d.body),
-        )
-        for b, d in zip(explicit.binders, shown.binders, strict=True)
-    )
-    return PrintedGoal(DECIMAL, binders, part(explicit.conclusion, shown.conclusion))
-
-
-_UNARY = re.compile(r"(?<![\w'.@])(?:S|O)(?![\w'.])")
-_DECIMAL = re.compile(r"(?<![\w'.])\d+(?![\w'])")
-
-
-def decimal_numbers(explicit: str, display: str) -> str | None:
-    """`explicit` (Rocq's text under `Set Printing All`) with each unary number (`O`,
-    `S (S O)`, or elided: `S (S (...))`) written `2%nat`; an elided one takes its value from
-    the display with notations (`display`), whose decimal numbers come in the same order. None
-    when there is nothing to write or the numbers do not line up."""
-    numbers, position = [], 0
-    while match := _UNARY.search(explicit, position):
-        found = _unary(explicit, match.start())
-        if found is None:
-            position = match.end()
-            continue
-        numbers.append((match.start(), *found))
-        position = found[0]
-    shown = [int(n) for n in _DECIMAL.findall(display)]
-    elided = any(value is None for _, _, value in numbers)
-    if not numbers or (elided and len(shown) != len(numbers)):
-        return None
-    values = shown if elided else [value for _, _, value in numbers]
-    if any(value not in (None, v) for (_, _, value), v in zip(numbers, values, strict=True)):
-        return None
-    parts, last = [], 0
-    for (start, end, _), value in zip(numbers, values, strict=True):
-        parts += [explicit[last:start], f"{value}%nat"]
-        last = end
-    return "".join([*parts, explicit[last:]])
-
-
-def _unary(text: str, start: int) -> tuple[int, int | None] | None:
-    """The end of the unary number at `start` and its value (None when elided), if one is."""
-    if text.startswith("O", start):
-        return start + 1, 0
-    if text.startswith("...", start):
-        return start + 3, None
-    if text.startswith("(...)", start):
-        return start + 5, None
-    if not text.startswith("S ", start):
-        return None
-    inner = start + 2
-    if text.startswith("(", inner) and not text.startswith("(...)", inner):
-        found = _unary(text, inner + 1)
-        if found is None or not text.startswith(")", found[0]):
-            return None
-        end, value = found[0] + 1, found[1]
-    else:
-        found = _unary(text, inner)
-        if found is None:
-            return None
-        end, value = found
-    return end, None if value is None else value + 1
-
-
-def _same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
-    """A tactic that fails unless the statement is the have's goal: its hypotheses reverted,
-    then introduced again one by one under the binders' names, each checked against its
-    binder elaborated in the context of those before it, then the goal against the conclusion
-    (as Rocq elaborates a lemma's binders and statement)."""
-    return _checks(binders, binders, conclusion)
-
-
-def _report_parts(printed: PrintedGoal) -> str:
-    """A tactic that checks every part as `_same_part` does, one after the other in one run,
-    and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
-    steps = _revert(printed.binders)
-    for index, binder in enumerate(printed.binders):
-        steps += [f"intros {name}; {_reported(_is_last(binder), index)}" for name in binder.names]
-    steps.append(_reported(_is_goal(printed.conclusion), len(printed.binders)))
-    return "; ".join(steps)
-
-
-def _reported(check: str, index: int) -> str:
-    return f'tryif ({check}) then idtac else idtac "{FAILED_PART_MARK}{index}"'
-
-
-FAILED_PART_MARK = "rocqcot-failed-part-"
-_FAILED_PART = re.compile(rf"{FAILED_PART_MARK}(\d+)")
-
-
-def _same_part(printed: PrintedGoal, index: int) -> str:
-    """A tactic that fails unless binder `index` (the conclusion after the last) is what the
-    have's goal has there (the binders before it introduced, not checked)."""
-    before = printed.binders[:index]
-    intro = [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
-    if index == len(printed.binders):
-        return _checks(printed.binders, (), printed.conclusion, intro)
-    return _checks(printed.binders, (printed.binders[index],), None, intro)
-
-
-def _checks(
-    every: tuple[Binder, ...],
-    checked: tuple[Binder, ...],
-    conclusion: str | None,
-    intro: list[str] | None = None,
-) -> str:
-    """Revert the hypotheses of `every` binder, run `intro`, introduce and check each of
-    `checked`, then check the goal against `conclusion` (when given)."""
-    steps = _revert(every)
-    steps += intro or []
-    steps += [f"intros {name}; {_is_last(b)}" for b in checked for name in b.names]
-    if conclusion is not None:
-        steps.append(_is_goal(conclusion))
-    return "; ".join(steps) or "idtac"
-
-
-def _revert(binders: tuple[Binder, ...]) -> list[str]:
-    """The tactic that reverts the hypotheses the binders stand for (the last ones)."""
-    count = sum(len(b.names) for b in binders)
-    return [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
-
-
-def _is_last(binder: Binder) -> str:
-    """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there."""
-    if binder.body is not None:
-        h, b, ty, x, u, v = _fresh(binder.text, "H", "b", "ty", "x", "u", "v")
-        return (
-            f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
-            f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
-            f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
-            f"constr_eq_nounivs {ty} {u}; constr_eq_nounivs {b} {v} end end"
-        )
-    h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
-    return (
-        f"lazymatch goal with {h} : ?{ty} |- _ => "
-        f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
-        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq_nounivs {ty} {u} end end"
-    )
-
-
-def _is_goal(term: str) -> str:
-    """A tactic that fails unless the goal is `term` (elaborated as a type: in a product)."""
-    g, t, u = _fresh(term, "g", "t", "u")
-    return (
-        f"lazymatch goal with |- ?{g} => let {t} := constr:(forall _ : Prop, {term}) in "
-        f"lazymatch {t} with forall _, ?{u} => constr_eq_nounivs {g} {u} end end"
-    )
-
-
-def _fresh(text: str, *names: str) -> list[str]:
-    """Ltac variables that `text` never mentions (Ltac would put their values in its place)."""
-    used = set(_WORD.findall(text))
-    fresh = []
-    for name in names:
-        while name in used:
-            name += "'"
-        fresh.append(name)
-    return fresh
 
 
 def _message(error: RocqSessionError) -> str:
@@ -509,73 +286,3 @@ def _message(error: RocqSessionError) -> str:
 
 def _first_line(message: str) -> str:
     return " ".join(message.split())[:300]
-
-
-def rename_reserved(goal: Goal) -> Goal:
-    """The goal with the names Rocq reserves (`_x_`, made by intro patterns) renamed, so that
-    it can be written as a lemma: to a name no hypothesis has and the goal's text never uses
-    (which could be a global name the new binder would hide)."""
-    shown = "\n".join([goal.pretty, *(h.body or "" for h in goal.hypotheses)])
-    taken = set(_WORD.findall(shown))
-    renames: dict[str, str] = {}
-    for old in (name for h in goal.hypotheses for name in h.names):
-        if _RESERVED.match(old):
-            new = old.strip("_") or "x"
-            while new in taken:
-                new += "'"
-            renames[old] = new
-            taken.add(new)
-    if not renames:
-        return goal
-
-    def fix(text: str) -> str:
-        for old, new in renames.items():
-            text = re.sub(rf"(?<![\w']){re.escape(old)}(?![\w'])", new, text)
-        return text
-
-    hypotheses = tuple(
-        Hypothesis(
-            tuple(renames.get(n, n) for n in h.names),
-            None if h.body is None else fix(h.body),
-            fix(h.type),
-        )
-        for h in goal.hypotheses
-    )
-    return Goal(hypotheses, fix(goal.conclusion), goal.name)
-
-
-def lemma_parts(goal: Goal, hidden: frozenset[str]) -> tuple[tuple[Binder, ...], str]:
-    """The binders of a goal without reserved names, the section variables (`hidden`) left out,
-    and its conclusion; line breaks become spaces."""
-    binders = []
-    for h in goal.hypotheses:
-        names = tuple(n for n in h.names if n not in hidden)
-        if names and h.body is not None:
-            body, type_ = let_parts(h.body, h.type)
-            binders.append(Binder(names, _one_line(type_), _one_line(body)))
-        elif names:
-            binders.append(Binder(names, _one_line(h.type)))
-    return tuple(binders), _one_line(goal.conclusion)
-
-
-def let_parts(body: str, type_: str) -> tuple[str, str]:
-    """A local definition's body and type, split at the last top-level ` : ` that does not type
-    a binder: Rocq's display `x := body : type` has no other mark, and a body may hold colons
-    of its own (`fix f (n : nat) {struct n} : nat := …`)."""
-    text = f"{body} : {type_}"
-    depth, colons = 0, []
-    for i, char in enumerate(text):
-        depth += (char in "([{") - (char in ")]}")
-        if char == ":" and depth == 0 and text[i - 1 : i] == " " and text[i + 1 : i + 2] == " ":
-            colons.append(i)
-    for i in reversed(colons):
-        words = text[:i].split()
-        while words and re.fullmatch(r"[\w']+", words[-1]) and words[-1] not in _BINDERS:
-            words.pop()
-        if not words or words[-1] not in _BINDERS:
-            return text[:i].rstrip(), text[i + 1 :].strip()
-    return body, type_
-
-
-def _one_line(text: str) -> str:
-    return re.sub(r"\s*\n\s*", " ", text)

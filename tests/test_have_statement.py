@@ -16,18 +16,20 @@ import sqlalchemy as sa
 from app.db import engine as db
 from app.db.enums import Status
 from app.db.models import Theorem
-from app.have_statement import (
-    ALL,
-    PLAIN,
+from app.have_parts import (
     Binder,
-    HaveGoal,
-    NotStated,
     PrintedGoal,
-    PrintingMemory,
     decimal_numbers,
     lemma_parts,
     let_parts,
     rename_reserved,
+)
+from app.have_statement import (
+    ALL,
+    PLAIN,
+    HaveGoal,
+    NotStated,
+    PrintingMemory,
     state_have,
 )
 from app.rocq.dependencies import dependencies
