@@ -211,7 +211,8 @@ def test_the_embedded_server_is_reachable_with_psql_and_stops(tmp_path) -> None:
     again = rocqcot(env, "db", "stop")
     assert "is not running" in again.stdout
     assert rocqcot(env, "status").returncode == 0  # a command starts it again
-    assert rocqcot(env, "db", "stop").stdout.startswith("stopped")
+    stopped = rocqcot(env, "db", "stop")
+    assert stopped.stdout.startswith("stopped"), stopped.stderr
 
 
 def test_db_stop_refuses_a_server_it_does_not_run(subprocess_env: dict[str, str]) -> None:

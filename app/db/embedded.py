@@ -193,6 +193,8 @@ def stop_embedded(home: Path) -> bool:
         if info is None or not info.is_running():
             return False
         server = PostgresServer(pgdata, cleanup_mode=None, postgres_version=pgdata_version(pgdata))
-        pgexec("pg_ctl", ("-w", "-D", str(pgdata), "stop"), bin_path=server.bin_path,
-               user=server.system_user)  # fmt: skip
+        # as long as a start may take: on a busy machine the shutdown checkpoint can outlast
+        # pg_ctl's default minute
+        options = ("-w", "-t", str(int(START_SECONDS)), "-D", str(pgdata), "stop")
+        pgexec("pg_ctl", options, bin_path=server.bin_path, user=server.system_user)
         return True
