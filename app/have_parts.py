@@ -52,13 +52,14 @@ def part_name(printed: PrintedGoal, index: int) -> str:
 
 
 def part_text(printed: PrintedGoal, index: int) -> str:
+    """A part as the lemma writes it: its binder (`(x : T)`), or the conclusion."""
     if index < len(printed.binders):
         return printed.binders[index].text
     return printed.conclusion
 
 
-def cut_goal(goal: Goal, hidden: frozenset[str], printing: str) -> PrintedGoal:
-    """The goal's binders and conclusion, reserved names renamed."""
+def printed_goal(goal: Goal, hidden: frozenset[str], printing: str) -> PrintedGoal:
+    """The goal printed under `printing` as the lemma's parts, reserved names renamed."""
     return PrintedGoal(printing, *lemma_parts(rename_reserved(goal), hidden))
 
 

@@ -31,11 +31,11 @@ from app.have_parts import (
     Binder,
     PrintedGoal,
     cast_lets,
-    cut_goal,
     decimal_printing,
     part_name,
     part_text,
     parts,
+    printed_goal,
 )
 from app.rocq.goals import Message
 from app.rocq.session import RocqSession
@@ -119,7 +119,7 @@ class HaveGoal:
                 whole = self.flat().run(self.state, text).goals
                 assert whole is not None
                 goal = whole.foreground[self.goal_index]
-            self.shown[printing] = shown, cut_goal(goal, self.hidden, printing)
+            self.shown[printing] = shown, printed_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
 
     def check(self, tactic: str) -> str | None:
