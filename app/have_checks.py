@@ -6,6 +6,11 @@ body) and then the goal compared with the binder or conclusion elaborated at tha
 Rocq elaborates a lemma's statement; `constr_eq_nounivs`: the same term up to the names of
 bound variables and universe levels (a statement has no way to name the parent's universes),
 never merely convertible.
+
+Elaboration under a lemma's binders is not elaboration in a context of hypotheses: under a
+named binder, Rocq infers the implicit predicate of `{in A, forall x (y := f x), P y}` without
+its `let` (and the lemma's `move=> x Ax y` has no `y` to introduce). So each part that follows
+a binder is elaborated under a named binder of its own (`_nested`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ def same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
     then introduced again one by one under the binders' names, each checked against its
     binder elaborated in the context of those before it, then the goal against the conclusion
     (as Rocq elaborates a lemma's binders and statement)."""
-    return _checks(binders, binders, conclusion)
+    steps = _revert(binders)
+    for index, binder in enumerate(binders):
+        steps += [f"intros {name}; {_is_last(binder, index > 0)}" for name in binder.names]
+    steps.append(_is_goal(conclusion, nested=bool(binders)))
+    return "; ".join(steps)
 
 
 def report_parts(printed: PrintedGoal) -> str:
@@ -29,8 +38,10 @@ def report_parts(printed: PrintedGoal) -> str:
     and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
     steps = _revert(printed.binders)
     for index, binder in enumerate(printed.binders):
-        steps += [f"intros {name}; {_reported(_is_last(binder), index)}" for name in binder.names]
-    steps.append(_reported(_is_goal(printed.conclusion), len(printed.binders)))
+        check = _reported(_is_last(binder, nested=index > 0), index)
+        steps += [f"intros {name}; {check}" for name in binder.names]
+    conclusion = _is_goal(printed.conclusion, nested=bool(printed.binders))
+    steps.append(_reported(conclusion, len(printed.binders)))
     return "; ".join(steps)
 
 
@@ -51,26 +62,14 @@ def same_part(printed: PrintedGoal, index: int) -> str:
     """A tactic that fails unless binder `index` (the conclusion after the last) is what the
     have's goal has there (the binders before it introduced, not checked)."""
     before = printed.binders[:index]
-    intro = [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
+    steps = _revert(printed.binders)
+    steps += [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
     if index == len(printed.binders):
-        return _checks(printed.binders, (), printed.conclusion, intro)
-    return _checks(printed.binders, (printed.binders[index],), None, intro)
-
-
-def _checks(
-    every: tuple[Binder, ...],
-    checked: tuple[Binder, ...],
-    conclusion: str | None,
-    intro: list[str] | None = None,
-) -> str:
-    """Revert the hypotheses of `every` binder, run `intro`, introduce and check each of
-    `checked`, then check the goal against `conclusion` (when given)."""
-    steps = _revert(every)
-    steps += intro or []
-    steps += [f"intros {name}; {_is_last(b)}" for b in checked for name in b.names]
-    if conclusion is not None:
-        steps.append(_is_goal(conclusion))
-    return "; ".join(steps) or "idtac"
+        steps.append(_is_goal(printed.conclusion, nested=bool(before)))
+    else:
+        binder = printed.binders[index]
+        steps += [f"intros {name}; {_is_last(binder, bool(before))}" for name in binder.names]
+    return "; ".join(steps)
 
 
 def _revert(binders: tuple[Binder, ...]) -> list[str]:
@@ -79,31 +78,44 @@ def _revert(binders: tuple[Binder, ...]) -> list[str]:
     return [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
 
 
-def _is_last(binder: Binder) -> str:
-    """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there."""
+def _is_last(binder: Binder, nested: bool) -> str:
+    """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there
+    (under a named binder when `nested`)."""
     if binder.body is not None:
-        h, b, ty, x, u, v = _fresh(binder.text, "H", "b", "ty", "x", "u", "v")
+        h, b, ty, x, u, v, z = _fresh(binder.text, "H", "b", "ty", "x", "u", "v", "z")
+        let = f"let _ : {binder.type} := ({binder.body}) in Prop"
         return (
             f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
-            f"let {x} := constr:(let _ : {binder.type} := ({binder.body}) in Prop) in "
-            f"lazymatch {x} with let _ : ?{u} := ?{v} in _ => "
+            f"let {x} := constr:({_nested(let, nested, z)}) in "
+            f"lazymatch {x} with {_nested(f'let _ : ?{u} := ?{v} in _', nested)} => "
             f"constr_eq_nounivs {ty} {u}; constr_eq_nounivs {b} {v} end end"
         )
-    h, ty, x, u = _fresh(binder.text, "H", "ty", "x", "u")
+    h, ty, x, u, z = _fresh(binder.text, "H", "ty", "x", "u", "z")
+    product = f"forall _ : {binder.type}, Prop"
     return (
         f"lazymatch goal with {h} : ?{ty} |- _ => "
-        f"let {x} := constr:(forall _ : {binder.type}, Prop) in "
-        f"lazymatch {x} with forall _ : ?{u}, _ => constr_eq_nounivs {ty} {u} end end"
+        f"let {x} := constr:({_nested(product, nested, z)}) in "
+        f"lazymatch {x} with {_nested(f'forall _ : ?{u}, _', nested)} => "
+        f"constr_eq_nounivs {ty} {u} end end"
     )
 
 
-def _is_goal(term: str) -> str:
-    """A tactic that fails unless the goal is `term` (elaborated as a type: in a product)."""
-    g, t, u = _fresh(term, "g", "t", "u")
+def _is_goal(term: str, nested: bool) -> str:
+    """A tactic that fails unless the goal is `term` (elaborated as a type: in a product, under
+    a named binder when `nested`)."""
+    g, t, u, z = _fresh(term, "g", "t", "u", "z")
     return (
-        f"lazymatch goal with |- ?{g} => let {t} := constr:(forall _ : Prop, {term}) in "
-        f"lazymatch {t} with forall _, ?{u} => constr_eq_nounivs {g} {u} end end"
+        f"lazymatch goal with |- ?{g} => "
+        f"let {t} := constr:({_nested(f'forall _ : Prop, {term}', nested, z)}) in "
+        f"lazymatch {t} with {_nested(f'forall _, ?{u}', nested)} => "
+        f"constr_eq_nounivs {g} {u} end end"
     )
+
+
+def _nested(term: str, nested: bool, name: str = "_") -> str:
+    """`term` under a binder of `Prop` named `name` when `nested` (the binder of a pattern is
+    `_`)."""
+    return f"forall {name} : Prop, {term}" if nested else term
 
 
 def _fresh(text: str, *names: str) -> list[str]:
