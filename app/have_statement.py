@@ -112,13 +112,9 @@ class HaveGoal:
             return cast_lets(self.printed(printing.removesuffix(CAST).strip()), printing)
         if printing not in self.shown:
             text = f"{printing} {self.lead}"
-            shown = self.session.run(self.state, text)
-            assert shown.goals is not None
-            goal = shown.goals.foreground[self.goal_index]
+            shown, goal = self.session.focused_goal(self.state, text, self.goal_index)
             if CUT in goal.pretty and self.flat is not None:
-                whole = self.flat().run(self.state, text).goals
-                assert whole is not None
-                goal = whole.foreground[self.goal_index]
+                goal = self.flat().focused_goal(self.state, text, self.goal_index)[1]
             self.shown[printing] = shown, printed_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
 

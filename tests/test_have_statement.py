@@ -401,7 +401,7 @@ def test_later_haves_try_first_what_the_earlier_ones_needed(
     the cascade, and gets the statement the cascade gives."""
     state, have, _ = at_have(session, cases, "notation_type")
     calls: list[str] = []
-    for method in ("run", "attempt"):
+    for method in ("run", "attempt", "focused_goal"):
         original = getattr(session, method)
         monkeypatch.setattr(session, method, lambda *a, f=original: calls.append(a[1]) or f(*a))
     memory, hidden, other = PrintingMemory(), frozenset({"T"}), "have h' : x = x."

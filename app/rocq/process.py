@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, Protocol
+from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, PlainDocuments, Protocol
 
 _POLL_SLICE = 3600.0
 """Seconds one `poll` waits at most before the deadline is checked again."""
@@ -30,17 +30,19 @@ class ProcessDied(Exception):
 
 
 class _Reader:
-    """Incremental parse of coqidetop's output into top-level elements (`value`, `feedback`)."""
+    """Incremental parse of coqidetop's output into top-level elements (`value`, `feedback`);
+    printed documents are made plain text before the XML parser sees them."""
 
     def __init__(self) -> None:
         self._parser = ET.XMLPullParser(events=("start", "end"))
         self._parser.feed(STREAM_PROLOGUE)
         self._depth = 0
         self._root: ET.Element | None = None
+        self._documents = PlainDocuments()
 
     def feed(self, data: bytes) -> None:
         """Parse more output."""
-        self._parser.feed(data)
+        self._parser.feed(self._documents.feed(data))
 
     def elements(self) -> Iterator[ET.Element]:
         """Complete top-level elements parsed so far; the rest stays queued for the next call."""

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from app.rocq.goals import Goals, Location, Message
+from app.rocq.goals import Goal, Goals, Location, Message
 from app.rocq.positions import Position, SourceText
 from app.rocq.process import Coqidetop, ProcessDied, TimedOut
 from app.rocq.protocol import Err, Feedback, Ok, Protocol
@@ -178,6 +178,16 @@ class RocqSession:
         ran = self._run_on(state, text, fetch_goals=False)
         return () if ran is None else ran[1]
 
+    def focused_goal(self, state: State, text: str, index: int) -> tuple[State, Goal]:
+        """Run `text` at `state` and fetch only the `index`th goal it focuses: the state after
+        `text` (its goals not fetched) and that goal. A goal with a large context is printed
+        once, not once more for each goal beside it (focused or not)."""
+        ran = self._run_on(state, text, fetch_goals=False)
+        after = state if ran is None else State(state.file, state.offset, (*state.steps, text))
+        focus = self._run_on(after, f"{index + 1}: {{", fetch_goals=True, focused=True)
+        assert focus is not None and focus[0] is not None
+        return after, focus[0].foreground[0]
+
     def goals(self, state: State) -> Goals:
         """The goals of a state: fetched when the state was made, else by going to it."""
         if state.goals is not None:
@@ -257,15 +267,15 @@ class RocqSession:
             self._steps.append((text, sid))
 
     def _run_on(
-        self, state: State, text: str, fetch_goals: bool
+        self, state: State, text: str, fetch_goals: bool, focused: bool = False
     ) -> tuple[Goals | None, tuple[Message, ...]] | None:
-        """Go to `state` and run `text` on top of it as a live step: its goals (if fetched) and
-        messages; None when the text holds no sentence."""
+        """Go to `state` and run `text` on top of it as a live step: its goals (if fetched; only
+        the focused ones if `focused`) and messages; None when the text holds no sentence."""
         self._goto(state)
         source = SourceText(text)
         if not split_sentences(source.data):
             return None
-        sid, goals, messages = self._add_and_force(source, fetch_goals)
+        sid, goals, messages = self._add_and_force(source, fetch_goals, focused)
         self._steps.append((text, sid))
         return goals, messages
 
@@ -347,14 +357,14 @@ class RocqSession:
         return self.skip_proofs and not self._skip_failed
 
     def _add_and_force(
-        self, source: SourceText, fetch_goals: bool = True
+        self, source: SourceText, fetch_goals: bool = True, focused: bool = False
     ) -> tuple[int, Goals | None, tuple[Message, ...]]:
-        """Add every sentence of a text at the tip, then execute them and fetch the goals (or
-        only execute them).
+        """Add every sentence of a text at the tip, then execute them and fetch the goals (only
+        the focused ones if `focused`), or only execute them.
 
         On failure, backtrack to the tip and raise `RocqError` located in the text.
         """
-        force = self._goal_call() if fetch_goals else self._status_call()
+        force = self._goal_call(focused) if fetch_goals else self._status_call()
         base, sids, feedback = self._tip, [], []
         chunks = list(_chunks(source, split_sentences(source.data)))
         for index, (text, offset) in enumerate(chunks, 1):
@@ -379,8 +389,11 @@ class RocqSession:
         )
         return sids[-1], answer.value if fetch_goals else None, messages
 
-    def _goal_call(self) -> tuple[str, bytes]:
-        """Goal: fetches the goals, executing what is pending first."""
+    def _goal_call(self, focused: bool = False) -> tuple[str, bytes]:
+        """Goal: fetches the goals, executing what is pending first (Subgoals: the focused
+        ones only)."""
+        if focused:
+            return "Subgoals", self._protocol.focused_goals()
         return "Goal", self._protocol.goal()
 
     def _status_call(self) -> tuple[str, bytes]:
