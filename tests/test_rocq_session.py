@@ -23,6 +23,7 @@ from app.rocq.positions import Position, SourceText
 from app.rocq.protocol import (
     STREAM_PROLOGUE,
     Added,
+    PlainDocuments,
     Err,
     Ok,
     Protocol9,
@@ -101,11 +102,58 @@ STATUS = (
     "<string>foo</string></list><int>0</int></status></value>"
 )
 ADD = '<value val="good"><pair><state_id val="3"/><union val="in_l"><unit/></union></pair></value>'
+GOAL_FLAT = (  # coqidetop 8.16.1 with `FLAT_PRINTING`: Pp documents, not laid out
+    '<value val="good"><option val="some"><goals><list><goal><string>7</string><list>'
+    '<ppdoc val="box"><pair><ppbox val="hovbox"><int>0</int></ppbox><ppdoc val="glue"><list>'
+    '<ppdoc val="glue"><list><ppdoc val="string"><string>n</string></ppdoc><ppdoc val="string">'
+    '<string>,</string></ppdoc><ppdoc val="break"><pair><int>1</int><int>0</int></pair></ppdoc>'
+    '</list></ppdoc><ppdoc val="string"><string>m</string></ppdoc><ppdoc val="string"><string>'
+    '&nbsp;:&nbsp;</string></ppdoc><ppdoc val="tag"><pair><string>constr.variable</string>'
+    '<ppdoc val="string"><string>nat</string></ppdoc></pair></ppdoc></list></ppdoc></pair>'
+    '</ppdoc></list><ppdoc val="box"><pair><ppbox val="hovbox"><int>0</int></ppbox><ppdoc '
+    'val="glue"><list><ppdoc val="tag"><pair><string>constr.variable</string><ppdoc val="string">'
+    '<string>n</string></ppdoc></pair></ppdoc><ppdoc val="tag"><pair><string>constr.notation'
+    '</string><ppdoc val="string"><string>&nbsp;=</string></ppdoc></pair></ppdoc><ppdoc '
+    'val="force_newline"/><ppdoc val="tag"><pair><string>constr.variable</string><ppdoc '
+    'val="string"><string>n</string></ppdoc></pair></ppdoc></list></ppdoc></pair></ppdoc>'
+    '<option val="none"/></goal></list><list/><list/><list/></goals></option></value>'
+)
 
 
 def _elements(xml: str) -> list[ET.Element]:
     """Top-level elements of captured output, parsed as the session parses the stream."""
     return list(ET.fromstring(STREAM_PROLOGUE + xml.encode() + b"</coqtoproot>"))
+
+
+def _plain_elements(xml: str, chunk: int) -> list[ET.Element]:
+    """Top-level elements of captured output read as the session reads it: in chunks of
+    `chunk` bytes, its printed documents made plain text first."""
+    data, documents = xml.encode(), PlainDocuments()
+    plain = b"".join(documents.feed(data[i : i + chunk]) for i in range(0, len(data), chunk))
+    return list(ET.fromstring(STREAM_PROLOGUE + plain + b"</coqtoproot>"))
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100_000])
+def test_printed_documents_are_read_as_their_text_in_any_chunks(chunk: int) -> None:
+    """Whatever the chunks the output comes in, a document cut between them included, the
+    answers decode as from the XML itself: laid out documents as their text, Pp documents on
+    one line (breaks and forced newlines as spaces, tags' names left out)."""
+    protocol = Protocol816()
+    for command, xml in [("Goal", GOAL_WITH_DEFINITION), ("Status", STATUS), ("Add", ADD)]:
+        [raw], [plain] = _elements(xml), _plain_elements(xml, chunk)
+        assert protocol.response(command, plain, ()) == protocol.response(command, raw, ())
+    feedback, fail = _plain_elements(ERROR_FEEDBACK_AND_FAIL, chunk)
+    assert protocol.feedback(feedback) == protocol.feedback(_elements(ERROR_FEEDBACK_AND_FAIL)[0])
+    assert protocol.response("Add", fail, ()) == protocol.response(
+        "Add", _elements(ERROR_FEEDBACK_AND_FAIL)[1], ()
+    )
+    [query] = _plain_elements(QUERY_FEEDBACK, chunk)
+    assert protocol.feedback(query) == protocol.feedback(_elements(QUERY_FEEDBACK)[0])
+    [flat] = _plain_elements(GOAL_FLAT, chunk)
+    answer = protocol.response("Goal", flat, ())
+    assert isinstance(answer, Ok)
+    [goal] = answer.value.foreground
+    assert (goal.hypotheses, goal.conclusion) == ((Hypothesis(("n", "m"), None, "nat"),), "n = n")
 
 
 def test_decode_goals_with_a_local_definition() -> None:
