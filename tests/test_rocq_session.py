@@ -23,9 +23,9 @@ from app.rocq.positions import Position, SourceText
 from app.rocq.protocol import (
     STREAM_PROLOGUE,
     Added,
-    PlainDocuments,
     Err,
     Ok,
+    PlainDocuments,
     Protocol9,
     Protocol816,
     Protocol820,
