@@ -102,7 +102,7 @@ STATUS = (
     "<string>foo</string></list><int>0</int></status></value>"
 )
 ADD = '<value val="good"><pair><state_id val="3"/><union val="in_l"><unit/></union></pair></value>'
-GOAL_FLAT = (  # coqidetop 8.16.1 with `FLAT_PRINTING`: Pp documents, not laid out
+GOAL_FLAT = (  # coqidetop 8.16.1, `FLAT_PRINTING` (Pp documents); a break made a newline
     '<value val="good"><option val="some"><goals><list><goal><string>7</string><list>'
     '<ppdoc val="box"><pair><ppbox val="hovbox"><int>0</int></ppbox><ppdoc val="glue"><list>'
     '<ppdoc val="glue"><list><ppdoc val="string"><string>n</string></ppdoc><ppdoc val="string">'
@@ -114,7 +114,7 @@ GOAL_FLAT = (  # coqidetop 8.16.1 with `FLAT_PRINTING`: Pp documents, not laid o
     'val="glue"><list><ppdoc val="tag"><pair><string>constr.variable</string><ppdoc val="string">'
     '<string>n</string></ppdoc></pair></ppdoc><ppdoc val="tag"><pair><string>constr.notation'
     '</string><ppdoc val="string"><string>&nbsp;=</string></ppdoc></pair></ppdoc><ppdoc '
-    'val="force_newline"/><ppdoc val="tag"><pair><string>constr.variable</string><ppdoc '
+    'val="newline"/><ppdoc val="tag"><pair><string>constr.variable</string><ppdoc '
     'val="string"><string>n</string></ppdoc></pair></ppdoc></list></ppdoc></pair></ppdoc>'
     '<option val="none"/></goal></list><list/><list/><list/></goals></option></value>'
 )
@@ -137,7 +137,7 @@ def _plain_elements(xml: str, chunk: int) -> list[ET.Element]:
 def test_printed_documents_are_read_as_their_text_in_any_chunks(chunk: int) -> None:
     """Whatever the chunks the output comes in, a document cut between them included, the
     answers decode as from the XML itself: laid out documents as their text, Pp documents on
-    one line (breaks and forced newlines as spaces, tags' names left out)."""
+    one line (breaks and newlines as spaces, tags' names left out)."""
     protocol = Protocol816()
     for command, xml in [("Goal", GOAL_WITH_DEFINITION), ("Status", STATUS), ("Add", ADD)]:
         [raw], [plain] = _elements(xml), _plain_elements(xml, chunk)

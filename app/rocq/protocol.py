@@ -29,7 +29,7 @@ _MARKUP = re.compile(rb"<[^>]*>")
 _PP_TEXT = re.compile(
     rb'<ppdoc val="string"><string>([^<]*)</string>'
     rb'|<ppdoc val="break"><pair><int>(\d+)</int>'
-    rb'|<ppdoc val="force_newline"/>'
+    rb'|<ppdoc val="(?:force_)?newline"/>'
 )
 
 
@@ -40,8 +40,8 @@ class PlainDocuments:
     A large goal is printed as millions of boxes and tags; parsed as XML elements one by one,
     they cost this process many times what Rocq spends printing them. Their text is all the
     decoders keep: `<richpp>` (Rocq's layout: its tags dropped, its text as is) and `<ppdoc>`
-    (`FLAT_PRINTING`: its strings in order, each break as its spaces and each forced newline
-    as one, made `<pptext>`), read here with regular expressions over the bytes instead. A
+    (`FLAT_PRINTING`: its strings in order, each break as its spaces and each newline as one,
+    made `<pptext>`), read here with regular expressions over the bytes instead. A
     document (or a tag) not whole yet is held until the chunk that completes it."""
 
     def __init__(self) -> None:
@@ -105,7 +105,10 @@ def _plain(document: bytes) -> bytes:
     pieces = []
     for token in _PP_TEXT.finditer(document):
         text, spaces = token.group(1), token.group(2)
-        pieces.append(text if text is not None else b" " * int(spaces or b"1"))
+        if text is not None:
+            pieces.append(text)
+        else:  # a break's spaces, or one for a newline
+            pieces.append(b" " * (int(spaces) if spaces is not None else 1))
     return b"<pptext>" + b"".join(pieces) + b"</pptext>"
 
 
