@@ -96,8 +96,9 @@ def _write_children(
                    status=Status.failed if child.error else Status.done)  # fmt: skip
         session.execute(_upsert(Theorem.__table__, ("fqn",), tuple(row)), [row])
         kept.append(session.execute(sa.select(Theorem.id).where(Theorem.fqn == child.fqn)).scalar())
-        _write_steps(session, kept[-1], child.steps, True)
-        _write_children(session, kept[-1], item, child.children)
+        _write_steps(session, kept[-1], child.steps, item.evaluated_before)
+        if child.children or item.evaluated_before:
+            _write_children(session, kept[-1], item, child.children)
     gone = sa.and_(Theorem.parent_id == parent_id, Theorem.id.not_in(kept))
     session.execute(sa.delete(Theorem).where(gone))
 
