@@ -113,8 +113,8 @@ def _is_goal(term: str, nested: bool) -> str:
 
 
 def _nested(term: str, nested: bool, name: str = "_") -> str:
-    """`term` under a binder of `Prop` named `name` when `nested` (the binder of a pattern is
-    `_`)."""
+    """`term` under a binder of `Prop` when `nested`: named `name` in a term to elaborate, `_`
+    in the pattern that takes it apart."""
     return f"forall {name} : Prop, {term}" if nested else term
 
 
