@@ -27,9 +27,8 @@ def same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
     binder elaborated in the context of those before it, then the goal against the conclusion
     (as Rocq elaborates a lemma's binders and statement)."""
     steps = _revert(binders)
-    for index, binder in enumerate(binders):
-        steps += [f"intros {name}; {_is_last(binder, index > 0)}" for name in binder.names]
-    steps.append(_is_goal(conclusion, nested=bool(binders)))
+    for index in range(len(binders) + 1):
+        steps += _part_steps(binders, conclusion, index)
     return "; ".join(steps)
 
 
@@ -37,21 +36,14 @@ def report_parts(printed: PrintedGoal) -> str:
     """A tactic that checks every part as `same_part` does, one after the other in one run,
     and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
     steps = _revert(printed.binders)
-    for index, binder in enumerate(printed.binders):
-        check = _reported(_is_last(binder, nested=index > 0), index)
-        steps += [f"intros {name}; {check}" for name in binder.names]
-    conclusion = _is_goal(printed.conclusion, nested=bool(printed.binders))
-    steps.append(_reported(conclusion, len(printed.binders)))
+    for index in range(len(printed.binders) + 1):
+        steps += _part_steps(printed.binders, printed.conclusion, index, reported=True)
     return "; ".join(steps)
 
 
 def reported_failures(messages: Iterable[str]) -> frozenset[int]:
     """The parts that `report_parts` said fail, from the messages of its run."""
     return frozenset(int(found.group(1)) for m in messages if (found := _FAILED_PART.search(m)))
-
-
-def _reported(check: str, index: int) -> str:
-    return f'tryif ({check}) then idtac else idtac "{_FAILED_PART_MARK}{index}"'
 
 
 _FAILED_PART_MARK = "rocqcot-failed-part-"
@@ -64,12 +56,26 @@ def same_part(printed: PrintedGoal, index: int) -> str:
     before = printed.binders[:index]
     steps = _revert(printed.binders)
     steps += [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
-    if index == len(printed.binders):
-        steps.append(_is_goal(printed.conclusion, nested=bool(before)))
-    else:
-        binder = printed.binders[index]
-        steps += [f"intros {name}; {_is_last(binder, bool(before))}" for name in binder.names]
+    steps += _part_steps(printed.binders, printed.conclusion, index)
     return "; ".join(steps)
+
+
+def _part_steps(
+    binders: tuple[Binder, ...], conclusion: str, index: int, reported: bool = False
+) -> list[str]:
+    """Part `index` introduced and checked, the binders before it introduced: binder `index`
+    under each of its names, elaborated under a named binder when one comes before it (as in
+    a lemma), or the goal against the conclusion after the last binder. With `reported`, the
+    check says that the part fails (`idtac`) instead of failing."""
+    if index == len(binders):
+        check = _is_goal(conclusion, nested=bool(binders))
+    else:
+        check = _is_last(binders[index], nested=index > 0)
+    if reported:
+        check = f'tryif ({check}) then idtac else idtac "{_FAILED_PART_MARK}{index}"'
+    if index == len(binders):
+        return [check]
+    return [f"intros {name}; {check}" for name in binders[index].names]
 
 
 def _revert(binders: tuple[Binder, ...]) -> list[str]:
