@@ -18,7 +18,10 @@ paths), both are the name it locates.
 Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
 statement is the have's goal as a lemma over the local context (`app.have_statement`: the most
 readable printing that Rocq elaborates into that very goal), run after the parent's `Qed`, and
-its proof is the have's proof, evaluated the same way (its own tagged haves nested again).
+its proof is the have's proof, evaluated the same way (its own tagged haves nested again). A
+proof of one `by` chain does not run again: it closed the have's very goal where the have is,
+so the lemma's one step is known, as long as the lemma displays as the have's goal did
+(`HaveStatement.goal`): two haves in three of MathComp's are proved by one `by` chain.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,7 +50,7 @@ from app.chains import (
 from app.dictionary import Ref
 from app.goal_diff import goal_diff, remaining, render
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
-from app.rocq.goals import Hypothesis
+from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.positions import Position
 from app.rocq.protocol import FLAT_PRINTING
 from app.rocq.session import RocqSession
@@ -55,6 +59,7 @@ from app.rocq.state import LoadPath, RocqError, RocqSessionError, State
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
+_BY = re.compile(r"\s*by(?![\w'])")
 
 
 class ReplayFailed(Exception):
@@ -230,7 +235,8 @@ class Evaluator:
         self._global_variables(start)
         walk = FileWalk(proof)
         steps, haves = self._replay(item.fqn, parse_chains(self.text), start, walk)
-        evaluation = self._evaluation(start, file.span(index), haves, item.fqn)
+        assert start.goals is not None
+        evaluation = self._evaluation(start.goals, start, file.span(index), haves, item.fqn)
         evaluation["replay"] = "script" if walk.diverged else "file"
         children: tuple[Evaluated, ...] = ()
         if haves:
@@ -270,7 +276,8 @@ class Evaluator:
                 )
             except RocqSessionError as error:
                 raise ReplayFailed(f"{_where(fqn, number, chains)}: {_message(error)}") from None
-            steps.append(self._step(chain, previous, state))
+            assert previous.goals is not None and state.goals is not None
+            steps.append(self._step(chain, previous.goals, state.goals, state))
         if not state.proof_finished:
             raise ReplayFailed(f"{fqn}: goals remain after the last chain ({len(chains)} chains)")
         return tuple(steps), haves
@@ -296,29 +303,28 @@ class Evaluator:
             return PendingHave(index, number, chain.have, None, error_text)
         return PendingHave(index, number, chain.have, statement)
 
-    def _step(self, chain: Chain, previous: State, state: State) -> Step:
-        goals, before = state.goals, previous.goals
-        assert goals is not None and before is not None
+    def _step(self, chain: Chain, before: Goals, goals: Goals, at: State) -> Step:
+        """A chain's step: the goals it leaves and what it changed, its dependencies (their
+        types asked `at` a state where they mean what they meant in the chain)."""
         return Step(
             chain.text,
             render(goals, self.hidden),
             render(goals),
             goal_diff(remaining(before, self.hidden), remaining(goals, self.hidden)),
-            self._names([self._file_span(span) for span in chain.named], state)[0],
+            self._names([self._file_span(span) for span in chain.named], at)[0],
         )
 
     def _file_span(self, span: tuple[int, int]) -> tuple[int, int]:
         return self.alignment.to_file(span[0]), self.alignment.to_file(span[1])
 
     def _evaluation(
-        self, start: State, named: tuple[int, int], haves: list[PendingHave], fqn: str
+        self, goals: Goals, at: State, named: tuple[int, int], haves: list[PendingHave], fqn: str
     ) -> dict[str, Any]:
-        """What the data says of a theorem besides its chains."""
-        assert start.goals is not None
-        dependencies, notations = self._names([named], start)
+        """What the data says of a theorem besides its chains, from its initial goals."""
+        dependencies, notations = self._names([named], at)
         return {
-            "initial_goal": render(start.goals, self.hidden),
-            "initial_goal_with_gvars": render(start.goals),
+            "initial_goal": render(goals, self.hidden),
+            "initial_goal_with_gvars": render(goals),
             "global_variables": self.gvars,
             "statement_dependencies": dependencies,
             "statement_notations": notations,
@@ -352,15 +358,22 @@ class Evaluator:
             if have.statement is None:
                 raise ReplayFailed(have.error)
             statement = have.statement.lemma(fqn.rpartition(".")[2])
-            start = self.session.run(base, statement)
             chains = parse_chains(self.text, block.proof_start, block.proof_end)
-            steps, haves = self._replay(fqn, chains, start, None)
+            if (goal := _proved_in_place(have.statement, chains)) is not None:
+                initial, at = Goals((goal,), in_proof=True), base
+                steps = (self._step(chains[0], initial, Goals(in_proof=True), base),)
+                haves: list[PendingHave] = []
+            else:
+                at = self.session.run(base, statement)
+                assert at.goals is not None
+                initial = at.goals
+                steps, haves = self._replay(fqn, chains, at, None)
         except (ReplayFailed, RocqSessionError) as error:
             message = f"{fqn}: {_message(error)}"
             log.info("have not evaluated: %s", message, extra={"stage": "evaluate", "fqn": fqn})
             return Evaluated(fqn, None, error=message, statement=block.statement, **common)
         named = self._file_span((block.statement_start, block.statement_end))
-        evaluation = self._evaluation(start, named, haves, fqn)
+        evaluation = self._evaluation(initial, at, named, haves, fqn)
         printing = have.statement.printing
         evaluation |= {"statement": statement, "printing": printing, "parent_chain": have.chain}
         children = tuple(self._sub(base, h, fqn) for h in haves)
@@ -412,6 +425,16 @@ class Evaluator:
             if located is not None and located != name:
                 return located, dico.check(self.session, state, located)
         return name, type_
+
+
+def _proved_in_place(statement: HaveStatement, chains: tuple[Chain, ...]) -> Goal | None:
+    """The lemma's goal when its proof need not run again: one `by` chain (it closes the goal
+    or fails), which closed the have's very goal where the have is, as the lemma displays it
+    (`HaveStatement.goal`); Rocq is deterministic, so the lemma's one step would leave no goal.
+    None when the proof must run as the lemma's."""
+    if statement.goal is None or len(chains) != 1 or chains[0].have is not None:
+        return None
+    return statement.goal if _BY.match(chains[0].script) else None
 
 
 def _have_entry(have: PendingHave, parent: str) -> dict[str, Any]:

@@ -17,11 +17,13 @@ theorem's later haves try first the printings its earlier haves' parts needed
 "The same goal" is decided by Rocq where the have is, inside the parent's proof
 (`app.have_checks`); the texts come from `app.have_parts`. A goal nested deeper than coqidetop's
 display (which cuts it as `...`) is printed whole by a second session (`FlatSession`). Step 4
-then runs the lemma after the parent's `Qed` and proves it there.
+then runs the lemma after the parent's `Qed` and proves it there, unless its goal as displayed
+(`HaveStatement.goal`) already tells what a proof of one `by` chain leaves.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,8 +38,9 @@ from app.have_parts import (
     part_text,
     parts,
     printed_goal,
+    rename_reserved,
 )
-from app.rocq.goals import Message
+from app.rocq.goals import Goal, Message
 from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, RocqSessionError, State
 
@@ -73,6 +76,11 @@ class HaveStatement:
     printing: str
     """The flags of `PRINTINGS` the text was printed under (empty: Rocq's display); when the
     parts need different ones, `per part:` then each part's flags and name."""
+    goal: Goal | None = None
+    """The lemma's goal as Rocq displays it, when that is the have's goal as displayed where
+    the have is: each part elaborates to the have's very term, so the display is the same,
+    unless a part was cast (`CAST`: the cast shows), a binder renamed (`_x_`) or the display
+    cut the goal."""
 
     def lemma(self, name: str) -> str:
         """The lemma as Rocq runs it, on one line."""
@@ -103,6 +111,9 @@ class HaveGoal:
         self.session, self.state, self.lead = session, state, lead
         self.goal_index, self.hidden, self.flat = goal_index, hidden, flat
         self.shown: dict[str, tuple[State, PrintedGoal]] = {}
+        self.displayed: Goal | None = None
+        """The goal as Rocq displays it (`PLAIN`) when a lemma can show it so: not cut, no
+        reserved name (`_x_`) that the lemma's binders rename."""
 
     def printed(self, printing: str) -> PrintedGoal:
         """The goal under `printing` (raises `RocqSessionError` if Rocq refuses the have)."""
@@ -115,6 +126,8 @@ class HaveGoal:
             shown, goal = self.session.focused_goal(self.state, text, self.goal_index)
             if CUT in goal.pretty and self.flat is not None:
                 goal = self.flat().focused_goal(self.state, text, self.goal_index)[1]
+            elif printing == PLAIN and CUT not in goal.pretty and rename_reserved(goal) == goal:
+                self.displayed = goal
             self.shown[printing] = shown, printed_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
 
@@ -182,10 +195,17 @@ def state_have(
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
     have = HaveGoal(session, state, lead, goal_index, hidden, flat)
+    stated = _most_readable(have, memory or PrintingMemory())
+    if CAST in stated.printing:
+        return stated
+    return dataclasses.replace(stated, goal=have.displayed)
+
+
+def _most_readable(have: HaveGoal, memory: PrintingMemory) -> HaveStatement:
+    """`state_have`'s choice of printings."""
     plain = have.printed(PLAIN)
     if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
         raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
-    memory = memory or PrintingMemory()
     if (guess := memory.guess(plain)) and (stated := _guessed(have, guess)):
         return stated
     problems = []

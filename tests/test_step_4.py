@@ -337,6 +337,7 @@ def test_step_4_replays_annotates_and_reruns(demo, subprocess_env, tmp_path: Pat
             assert last.goal_diff.endswith("There is no goal remaining, the proof is finished.")
     check_sections_and_variables(theorems)
     check_haves(theorems)
+    assert check_haves_as_lemmas(theorems, demo[1] / "proofs.v") >= 6
     assert check_dependencies(demo[1]) >= 5
     unknown, total = check_dictionary_fqns("demo")
     assert unknown == [] and total >= 5
@@ -391,6 +392,30 @@ def check_haves(theorems: dict[str, Theorem]) -> None:
     assert steps_of("demo.proofs.split_me")[0].chain == "move=> /=."
     branchy = steps_of("demo.proofs.branchy")[0].chain
     assert branchy == f"case: n => [|m]; [by [] | {OPEN}have e : m.+1 == m.+1 (*proof*){CLOSE}]."
+
+
+def check_haves_as_lemmas(theorems: dict[str, Theorem], file: Path) -> int:
+    """Each have sub-theorem's rows are what Rocq shows when its statement runs as a lemma after
+    the parent's `Qed` and its chains run after it, whether step 4 ran its proof again or took
+    it as proved where the have is (one `by` chain); returns how many were checked."""
+    checked = 0
+    with RocqSession() as session:
+        start = session.start(file, [LoadPath(str(file.parent), "demo")])
+        for fqn, sub in theorems.items():
+            steps = steps_of(fqn)
+            if sub.parent_id is None or any("(*proof*)" in step.chain for step in steps):
+                continue
+            assert sub.evaluation is not None, fqn
+            state = session.run(State(start.file, sub.byte_end), sub.evaluation["statement"])
+            assert state.goals is not None
+            assert render(state.goals) == sub.evaluation["initial_goal_with_gvars"], fqn
+            for step in steps:
+                state = session.run(state, step.chain)
+                assert state.goals is not None
+                assert render(state.goals) == step.goals_with_gvars, (fqn, step.chain)
+            assert state.proof_finished, fqn
+            checked += 1
+    return checked
 
 
 def check_dependencies(output: Path, prefix: str = "demo", files: int = 1) -> int:

@@ -127,19 +127,21 @@ class RocqSession:
         The process and its executed prefix are kept when the file and arguments are unchanged.
         """
         paths = tuple(p if isinstance(p, LoadPath) else LoadPath(*p) for p in load_paths)
-        loaded = ScriptFile.read(_resolve(file))
+        path = _resolve(file)
         current = self._file
         unchanged = (
             self._process is not None
             and current is not None
-            and (current.path, current.source.text) == (loaded.path, loaded.source.text)
+            and current.path == path
+            and current.source.text == Path(path).read_text(encoding="utf-8")
             and (paths, tuple(extra_args)) == (self._load_paths, self._extra_args)
         )
         if not unchanged:
+            loaded = ScriptFile.read(path)
             self._load_paths, self._extra_args, self._file = paths, tuple(extra_args), loaded
             self._skip_failed = False
             self._restart(keep_prefix=False)
-        return State(loaded.path, 0)
+        return State(path, 0)
 
     def at(self, file: str | os.PathLike[str], position: Position) -> State:
         """The state after every sentence of `file` that ends at or before `position`."""
