@@ -111,6 +111,7 @@ class HaveGoal:
         self.session, self.state, self.lead = session, state, lead
         self.goal_index, self.hidden, self.flat = goal_index, hidden, flat
         self.shown: dict[str, tuple[State, PrintedGoal]] = {}
+        self.reports: dict[PrintedGoal, frozenset[int] | None] = {}
         self.displayed: Goal | None = None
         """The goal as Rocq displays it (`PLAIN`) when a lemma can show it so: not cut, no
         reserved name (`_x_`) that the lemma's binders rename."""
@@ -141,13 +142,17 @@ class HaveGoal:
 
     def failed_parts(self, printed: PrintedGoal) -> frozenset[int] | None:
         """The parts (binders by index, then the conclusion) that do not give back the goal's
-        under this printing, found by one check of them all; None when that check cannot run
-        (a part that does not even parse): then each part is checked alone."""
-        try:
-            messages = self._attempt(report_parts(printed))
-        except RocqSessionError:
-            return None
-        return reported_failures(m.text for m in messages)
+        under this printing, found by one check of them all (once per printing); None when
+        that check cannot run (a part that does not even parse): then each part is checked
+        alone."""
+        if printed not in self.reports:
+            try:
+                messages = self._attempt(report_parts(printed))
+            except RocqSessionError:
+                self.reports[printed] = None
+            else:
+                self.reports[printed] = reported_failures(m.text for m in messages)
+        return self.reports[printed]
 
     def _attempt(self, tactic: str) -> tuple[Message, ...]:
         state = next(iter(self.shown.values()))[0]
@@ -213,11 +218,23 @@ def _most_readable(have: HaveGoal, memory: PrintingMemory) -> HaveStatement:
         printed = have.printed(printing)
         if problems and printed == have.printed(PLAIN):
             continue
-        problem = have.check(same_goal(printed.binders, printed.conclusion))
+        problem = _whole_problem(have, printed)
         if problem is None:
             return _statement(printed.binders, printed.conclusion, printing)
         problems.append(f"{printing or 'as displayed'}: {problem}")
     return _per_part(have, problems, memory)
+
+
+def _whole_problem(have: HaveGoal, printed: PrintedGoal) -> str | None:
+    """Why the whole goal under a printing is not the have's: None when it is. Asked part by
+    part in one check (`failed_parts`), whose report the parts reuse if the goal is stated
+    part by part; Rocq's own word when a part does not even parse."""
+    failed = have.failed_parts(printed)
+    if failed is None:
+        return have.check(same_goal(printed.binders, printed.conclusion))
+    if not failed:
+        return None
+    return ", ".join(part_name(printed, index) for index in sorted(failed)) + " not given back"
 
 
 def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
@@ -235,12 +252,9 @@ def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> Ha
     every = [have.printed(printing) for printing in PRINTINGS]
     if not _grouped_alike(every):
         raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
-    reports: dict[str, frozenset[int] | None] = {}
 
     def gives_back(printed: PrintedGoal, index: int) -> bool:
-        if printed.printing not in reports:
-            reports[printed.printing] = have.failed_parts(printed)
-        failed = reports[printed.printing]
+        failed = have.failed_parts(printed)
         if failed is None:
             return have.check(same_part(printed, index)) is None
         return index not in failed
