@@ -9,8 +9,9 @@ fully explicit number is too deep to display (`S (S … (...))`), a local defini
 tactic stripped of its cast is typed by its body (`Set`), not by the type shown. So the whole
 goal is printed as displayed, then with coercions and implicit arguments; when neither reads
 back, each binder and the conclusion take the most readable of `PRINTINGS` that gives them back
-(one Rocq check per printing says which parts do: a goal of MathComp's group theory has dozens
-of hypotheses, and checking them one at a time made stating the haves most of step 4's time). A
+(one Rocq check per printing says which parts do, and so whether the whole goal does: a goal of
+MathComp's group theory has dozens of hypotheses, and checking them one at a time made stating
+the haves most of step 4's time). A
 theorem's later haves try first the printings its earlier haves' parts needed
 (`PrintingMemory`): they share most hypotheses, and then one check states them.
 
