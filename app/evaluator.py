@@ -18,18 +18,18 @@ paths), both are the name it locates.
 Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
 statement is the have's goal as a lemma over the local context (`app.have_statement`: the most
 readable printing that Rocq elaborates into that very goal), run after the parent's `Qed`, and
-its proof is the have's proof, evaluated the same way (its own tagged haves nested again). A
-proof of one `by` chain does not run again: it closed the have's very goal where the have is,
-so the lemma's one step is known, as long as the lemma displays as the have's goal did
-(`HaveStatement.goal`): two haves in three of MathComp's are proved by one `by` chain.
+its proof is the have's proof, evaluated the same way (its own tagged haves nested again),
+unless its goals can be read from the parent's walk (`app.have_in_place`: a proof of one `by`
+chain, as two haves in three of MathComp's are, or of single sentences that the walk then runs
+one at a time).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,8 +49,9 @@ from app.chains import (
 )
 from app.dictionary import Ref
 from app.goal_diff import goal_diff, remaining, render
+from app.have_in_place import Walked, lemma_goals, walked_one_by_one
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
-from app.rocq.goals import Goal, Goals, Hypothesis
+from app.rocq.goals import Goals, Hypothesis
 from app.rocq.positions import Position
 from app.rocq.protocol import FLAT_PRINTING
 from app.rocq.session import RocqSession
@@ -59,7 +60,6 @@ from app.rocq.state import LoadPath, RocqError, RocqSessionError, State
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
-_BY = re.compile(r"\s*by(?![\w'])")
 
 
 class ReplayFailed(Exception):
@@ -127,7 +127,12 @@ class PendingHave:
     block: HaveBlock
     statement: HaveStatement | None
     """The have's goal as a lemma; None if Rocq refused the have or no printing states it."""
+    chains: tuple[Chain, ...]
+    """Its proof's chains: the lemma's."""
     error: str | None = None
+    walked: tuple[Walked, ...] = ()
+    """The have's sentence and each one after it in its chain with the goals after them, when
+    the walk fetched them (`app.have_in_place`)."""
 
 
 class Replayer:
@@ -198,15 +203,19 @@ class FileWalk:
     position: int = 0
     diverged: bool = False
 
-    def next_state(self, session: RocqSession, file: str, state: State, chain: Chain) -> State:
-        """The state after a chain: the file's prefix when it matches, else a run on top."""
+    def next_states(
+        self, session: RocqSession, file: str, state: State, chain: Chain, each: bool
+    ) -> tuple[State, ...]:
+        """The state after a chain: the file's prefix when it matches (with `each`, the state
+        after each of its sentences, their goals fetched), else a run on top."""
         wanted = [normalized(s) for s in chain.sentences]
         got = self.sentences[self.position : self.position + len(wanted)]
         if not self.diverged and [normalized(s["text"]) for s in got] == wanted:
             self.position += len(wanted)
-            return session.at(file, Position(**got[-1]["end"]))
+            ends = got if each else got[-1:]
+            return tuple(session.at(file, Position(**s["end"])) for s in ends)
         self.diverged = True
-        return session.run(state, chain.script)
+        return (session.run(state, chain.script),)
 
 
 class Evaluator:
@@ -266,16 +275,18 @@ class Evaluator:
         steps, haves = [], []
         for number, chain in enumerate(chains):
             previous = state
-            if chain.have is not None:
-                haves.append(self._have(len(haves) + 1, number, chain, state))
+            have = self._have(len(haves) + 1, number, chain, state) if chain.have else None
             try:
-                state = (
-                    walk.next_state(self.session, self.file.path, state, chain)
+                states = (
+                    walk.next_states(self.session, self.file.path, state, chain, _each(have))
                     if walk is not None
-                    else self.session.run(state, chain.script)
+                    else (self.session.run(state, chain.script),)
                 )
             except RocqSessionError as error:
                 raise ReplayFailed(f"{_where(fqn, number, chains)}: {_message(error)}") from None
+            state = states[-1]
+            if have is not None:
+                haves.append(_walked(have, chain, states))
             assert previous.goals is not None and state.goals is not None
             steps.append(self._step(chain, previous.goals, state.goals, state))
         if not state.proof_finished:
@@ -285,6 +296,7 @@ class Evaluator:
     def _have(self, index: int, number: int, chain: Chain, state: State) -> PendingHave:
         """The have's goal as a lemma, decided where the have is (its statement alone)."""
         assert chain.have is not None
+        chains = parse_chains(self.text, chain.have.proof_start, chain.have.proof_end)
         try:
             statement = state_have(
                 self.session,
@@ -297,11 +309,11 @@ class Evaluator:
             )
         except RocqSessionError as error:
             error_text = f"Rocq refused the have's statement: {_message(error)}"
-            return PendingHave(index, number, chain.have, None, error_text)
+            return PendingHave(index, number, chain.have, None, chains, error_text)
         except NotStated as problems:
             error_text = f"the have's goal does not read back as a lemma: {problems}"
-            return PendingHave(index, number, chain.have, None, error_text)
-        return PendingHave(index, number, chain.have, statement)
+            return PendingHave(index, number, chain.have, None, chains, error_text)
+        return PendingHave(index, number, chain.have, statement, chains)
 
     def _step(self, chain: Chain, before: Goals, goals: Goals, at: State) -> Step:
         """A chain's step: the goals it leaves and what it changed, its dependencies (their
@@ -358,11 +370,11 @@ class Evaluator:
             if have.statement is None:
                 raise ReplayFailed(have.error)
             statement = have.statement.lemma(fqn.rpartition(".")[2])
-            chains = parse_chains(self.text, block.proof_start, block.proof_end)
-            if (goal := _proved_in_place(have.statement, chains)) is not None:
-                initial, at = Goals((goal,), in_proof=True), base
-                steps = (self._step(chains[0], initial, Goals(in_proof=True), base),)
-                haves: list[PendingHave] = []
+            chains = have.chains
+            if (read := lemma_goals(have.statement.goal, chains, have.walked)) is not None:
+                initial, at, haves = read[0], base, []
+                pairs = itertools.pairwise(read)
+                steps = tuple(self._step(c, *p, base) for c, p in zip(chains, pairs, strict=True))
             else:
                 at = self.session.run(base, statement)
                 assert at.goals is not None
@@ -427,14 +439,22 @@ class Evaluator:
         return name, type_
 
 
-def _proved_in_place(statement: HaveStatement, chains: tuple[Chain, ...]) -> Goal | None:
-    """The lemma's goal when its proof need not run again: one `by` chain (it closes the goal
-    or fails), which closed the have's very goal where the have is, as the lemma displays it
-    (`HaveStatement.goal`); Rocq is deterministic, so the lemma's one step would leave no goal.
-    None when the proof must run as the lemma's."""
-    if statement.goal is None or len(chains) != 1 or chains[0].have is not None:
-        return None
-    return statement.goal if _BY.match(chains[0].script) else None
+def _each(have: PendingHave | None) -> bool:
+    """Whether the have's chain is walked a sentence at a time, so that its lemma's goals can
+    be read from the walk (`app.have_in_place`)."""
+    stated = have is not None and have.statement is not None and have.statement.goal is not None
+    return stated and walked_one_by_one(have.chains)
+
+
+def _walked(have: PendingHave, chain: Chain, states: tuple[State, ...]) -> PendingHave:
+    """The have with the goals after its sentence and each one after it, when the walk fetched
+    the state after each sentence of its chain."""
+    first = len(chain.sentences) - len(have.chains) - 1
+    if len(states) != len(chain.sentences) or first < 0:
+        return have
+    pairs = zip(chain.sentences[first:], states[first:], strict=True)
+    walked = tuple(Walked(text, state.goals) for text, state in pairs if state.goals is not None)
+    return dataclasses.replace(have, walked=walked)
 
 
 def _have_entry(have: PendingHave, parent: str) -> dict[str, Any]:

@@ -18,8 +18,9 @@ theorem's later haves try first the printings its earlier haves' parts needed
 "The same goal" is decided by Rocq where the have is, inside the parent's proof
 (`app.have_checks`); the texts come from `app.have_parts`. A goal nested deeper than coqidetop's
 display (which cuts it as `...`) is printed whole by a second session (`FlatSession`). Step 4
-then runs the lemma after the parent's `Qed` and proves it there, unless its goal as displayed
-(`HaveStatement.goal`) already tells what a proof of one `by` chain leaves.
+then runs the lemma after the parent's `Qed` and proves it there, unless its goals can be read
+from the parent's walk (`app.have_in_place`, from the lemma's goal as displayed:
+`HaveStatement.goal`).
 """
 
 from __future__ import annotations

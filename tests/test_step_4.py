@@ -10,15 +10,18 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from app import evaluator
 from app.chains import Alignment, parse_chains, untagged
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
 from app.goal_diff import goal_diff, render
+from app.have_in_place import Walked, lemma_goals
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import RocqSession
 from app.rocq.state import LoadPath, State
@@ -86,7 +89,9 @@ Qed.
 Lemma double_le n : n <= double n.
 Proof.
 rewrite doubleE.
-have le : n <= n + n by rewrite leq_addr.
+have le : n <= n + n.
+  rewrite -[n in n <= _]addn0.
+  by rewrite leq_add2l.
 by [].
 Qed.
 End Doubling.
@@ -137,8 +142,9 @@ TAGS = {
         f"{OPEN}have h : 0 < k + k.\n  by rewrite addn_gt0 k_pos{CLOSE}.",
     ),
     "double_le": (
-        "have le : n <= n + n by rewrite leq_addr.",
-        f"{OPEN}have le : n <= n + n by rewrite leq_addr{CLOSE}.",
+        "have le : n <= n + n.\n  rewrite -[n in n <= _]addn0.\n  by rewrite leq_add2l.",
+        f"{OPEN}have le : n <= n + n.\n  rewrite -[n in n <= _]addn0.\n"
+        f"  by rewrite leq_add2l{CLOSE}.",
     ),
     "branchy": (
         "have e : m.+1 == m.+1 by rewrite eqxx]",
@@ -287,6 +293,35 @@ def _goal(conclusion: str, *hypotheses: tuple[str, str]) -> Goal:
     return Goal(tuple(Hypothesis((name,), None, type_) for name, type_ in hypotheses), conclusion)
 
 
+def test_a_have_lemma_s_goals_are_read_from_the_parent_walk() -> None:
+    """The lemma's goals are the parent's less the goals the have left besides its own, read
+    only when the walk shows them untouched and the proof is what the parent ran."""
+    have, rest, outer = (Goal((), text) for text in ("0 < k", "P k", "Q"))
+    split = (Goal((), "0 < k.+1"), Goal((), "k != 0"))
+    opened = Goals((have, rest), (outer,), in_proof=True)
+    chains = parse_chains("case: k.\nby [].\nby [].", 0)
+    walked = (
+        Walked("have h : 0 < k.", opened),
+        Walked("case: k.", Goals((*split, rest), (outer,), in_proof=True)),
+        Walked("by [].", Goals((split[1], rest), (outer,), in_proof=True)),
+        Walked("by [] (*</have>*).", Goals((rest,), (outer,), in_proof=True)),
+    )
+    read = lemma_goals(have, chains, walked)
+    assert read is not None
+    assert [g.foreground for g in read] == [(have,), split, (split[1],), ()]
+    assert all(g.background == () and g.in_proof for g in read) and read[-1].finished
+    touched = Walked("by [].", Goals((split[1], Goal((), "P 0")), (outer,), in_proof=True))
+    assert lemma_goals(have, chains, (*walked[:2], touched, walked[3])) is None
+    assert lemma_goals(None, chains, walked) is None  # the lemma may display otherwise
+    assert lemma_goals(have, chains, walked[:3]) is None  # the walk did not show each
+    other = parse_chains("case: k.\nby [].\nby done.", 0)
+    assert lemma_goals(have, other, walked) is None  # not what the parent ran
+    bullets = parse_chains("case: k.\n- by [].\n- by [].", 0)
+    assert lemma_goals(have, bullets, walked) is None
+    [by] = parse_chains("by rewrite addn_gt0.", 0)
+    assert lemma_goals(have, (by,), ()) == (Goals((have,), in_proof=True), Goals(in_proof=True))
+
+
 def test_goal_diff_phrases() -> None:
     g1 = _goal("P n", ("n", "nat"))
     g2 = _goal("Q n", ("n", "nat"), ("h", "n = 0"))
@@ -315,10 +350,23 @@ def test_goal_diff_phrases() -> None:
 # --- The step --------------------------------------------------------------------------------
 
 
-def test_step_4_replays_annotates_and_reruns(demo, subprocess_env, tmp_path: Path) -> None:
+def test_step_4_replays_annotates_and_reruns(
+    demo, subprocess_env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     build(demo, subprocess_env)
     select_and_tag()
+    read: list[int] = []  # the have lemmas whose goals came from the parent's walk: their steps
+    original = evaluator.lemma_goals
+
+    def spy(*args: Any) -> tuple[Goals, ...] | None:
+        found = original(*args)
+        if found is not None:
+            read.append(len(found) - 1)
+        return found
+
+    monkeypatch.setattr(evaluator, "lemma_goals", spy)
     step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=False)
+    assert sorted(read)[-1] == 2 and len(read) >= 5  # double_le's two sentences, the `by`s
     theorems = rows()
     assert theorems["demo.base.doubleE"].status == Status.failed
     error = theorems["demo.base.doubleE"].error or ""
