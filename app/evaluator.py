@@ -49,7 +49,7 @@ from app.chains import (
 )
 from app.dictionary import Ref
 from app.goal_diff import goal_diff, remaining, render
-from app.have_in_place import Walked, lemma_goals, walked_one_by_one
+from app.have_in_place import Walked, lemma_goals, walk_each_sentence
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
 from app.rocq.goals import Goals, Hypothesis
 from app.rocq.positions import Position
@@ -442,8 +442,9 @@ class Evaluator:
 def _each(have: PendingHave | None) -> bool:
     """Whether the have's chain is walked a sentence at a time, so that its lemma's goals can
     be read from the walk (`app.have_in_place`)."""
-    stated = have is not None and have.statement is not None and have.statement.goal is not None
-    return stated and walked_one_by_one(have.chains)
+    if have is None or have.statement is None:
+        return False
+    return walk_each_sentence(have.statement.goal, have.chains)
 
 
 def _walked(have: PendingHave, chain: Chain, states: tuple[State, ...]) -> PendingHave:

@@ -32,11 +32,16 @@ class Walked:
     goals: Goals
 
 
-def walked_one_by_one(chains: tuple[Chain, ...]) -> bool:
-    """Whether the lemma's goals may be read from the parent's walk if it fetches the goals
-    after each sentence of the have's chain (and only then is that worth it): a proof of
-    several chains of one sentence each, none a have."""
-    return len(chains) > 1 and all(len(c.sentences) == 1 and c.have is None for c in chains)
+def walk_each_sentence(goal: Goal | None, chains: tuple[Chain, ...]) -> bool:
+    """Whether the parent's walk should fetch the goals after each sentence of the have's
+    chain: then the lemma's goals can be read from it (`lemma_goals`), and only then."""
+    known = goal is None or lemma_goals(goal, chains, ()) is not None
+    return not known and _single_sentences(chains)
+
+
+def _single_sentences(chains: tuple[Chain, ...]) -> bool:
+    """A proof of chains of one sentence each, none a have: no bullet or brace in it."""
+    return bool(chains) and all(len(c.sentences) == 1 and c.have is None for c in chains)
 
 
 def lemma_goals(
@@ -50,7 +55,7 @@ def lemma_goals(
     initial = Goals((goal,), in_proof=True)
     if len(chains) == 1 and _BY.match(chains[0].script):
         return initial, Goals(in_proof=True)
-    if not walked_one_by_one(chains) or len(walked) != len(chains) + 1:
+    if not _single_sentences(chains) or len(walked) != len(chains) + 1:
         return None
     texts = [normalized(c.sentences[0]) for c in chains]
     if texts != [normalized(w.sentence) for w in walked[1:]]:

@@ -21,7 +21,7 @@ from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
 from app.goal_diff import goal_diff, render
-from app.have_in_place import Walked, lemma_goals
+from app.have_in_place import Walked, lemma_goals, walk_each_sentence
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import RocqSession
 from app.rocq.state import LoadPath, State
@@ -320,6 +320,9 @@ def test_a_have_lemma_s_goals_are_read_from_the_parent_walk() -> None:
     assert lemma_goals(have, bullets, walked) is None
     [by] = parse_chains("by rewrite addn_gt0.", 0)
     assert lemma_goals(have, (by,), ()) == (Goals((have,), in_proof=True), Goals(in_proof=True))
+    # the walk fetches the goals after each sentence of the have's chain only when they serve
+    assert walk_each_sentence(have, chains)
+    assert not any(walk_each_sentence(*a) for a in ((have, (by,)), (None, chains), (have, bullets)))
 
 
 def test_goal_diff_phrases() -> None:
