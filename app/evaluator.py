@@ -275,7 +275,9 @@ class Evaluator:
         steps, haves = [], []
         for number, chain in enumerate(chains):
             previous = state
-            have = self._have(len(haves) + 1, number, chain, state) if chain.have else None
+            have = (
+                self._have(len(haves) + 1, number, chain, state) if chain.have is not None else None
+            )
             try:
                 states = (
                     walk.next_states(self.session, self.file.path, state, chain, _each(have))
