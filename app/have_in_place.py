@@ -35,8 +35,9 @@ class Walked:
 def walk_each_sentence(goal: Goal | None, chains: tuple[Chain, ...]) -> bool:
     """Whether the parent's walk should fetch the goals after each sentence of the have's
     chain: then the lemma's goals can be read from it (`lemma_goals`), and only then."""
-    known = goal is None or lemma_goals(goal, chains, ()) is not None
-    return not known and _single_sentences(chains)
+    if goal is None or lemma_goals(goal, chains, ()) is not None:
+        return False  # the lemma may display otherwise, or its goals are known without it
+    return _single_sentences(chains)
 
 
 def _single_sentences(chains: tuple[Chain, ...]) -> bool:
