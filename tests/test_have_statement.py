@@ -289,8 +289,8 @@ def explicit_goal(session: RocqSession, state: State, text: str) -> str:
 def test_every_cause_is_stated_on_each_toolchain(each_toolchain: Toolchain, tmp_path: Path) -> None:
     """Displays differ between Rocq versions; on each, every cause above gives a lemma that
     Rocq accepts after the theorem, with the have's goal (fully explicit). Where the statement
-    says how the lemma's goal displays (what step 4 then records for a `by` proof without
-    running it), Rocq displays it so; it does not say it for a renamed binder or a cast."""
+    says how the lemma's goal displays (what step 4 then records for a have proof it reads from
+    the parent's walk), Rocq displays it so; it does not say it for a renamed binder or a cast."""
     path = tmp_path / "cases.v"
     path.write_text(cases_for(each_toolchain))
     with RocqSession(timeout=60, toolchain=each_toolchain) as rocq:
