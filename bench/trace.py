@@ -4,14 +4,15 @@ Plain: the library's original sources copied to a temporary folder and built wit
 toolchain's `coq_makefile` and `make -jN` (as `bench/build_extract.py` does). Ours: `rocqcot
 trace` (steps 0, 1, 2, 4 --all and the export) from an empty `ROCQCOT_HOME` in a temporary
 folder (its embedded PostgreSQL started on demand, as a user's first run). Printed: the wall
-time of each stage of the trace (its own `trace: … took` lines), and during step 4 the share of
-each core that was busy (`/proc/stat`, the whole machine), the load average (sampled each
+time of each stage of the trace (its own `trace: … took` lines) and, during each stage, the share
+of each core that was busy (`/proc/stat`, the whole machine), the load average (sampled each
 second) and the CPU share of rocqcot's own processes (the command and its children: workers,
 `coqidetop`s). The last line is `RESULT trace_over_make=<ratio> theorems=<traced>
 failed=<failed proofs+haves>`, read from the trace's card. Target (issue 18): at most 2.0 on
-all of MathComp, every core above 80% busy during step 4.
+all of MathComp, every core above 80% busy during step 4. `--keep DIR` traces into `DIR` (empty
+or new) and keeps it, for probes on the traced database afterwards.
 
-    python -m bench.trace [--rocq-bin DIR] [--full] [--jobs N] [LIBRARY [--prefix P]]
+    python -m bench.trace [--rocq-bin DIR] [--full] [--jobs N] [--keep DIR] [LIBRARY [--prefix P]]
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from bench.rocq import add_rocq_bin, chosen
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_TIME = re.compile(r"^trace: (.+) took ([\d.]+) s$")
+STAGE_START = re.compile(r"^trace: (.+) started$")
 
 
 def cpu_times() -> list[tuple[int, int]]:
@@ -95,15 +97,23 @@ class Sampler:
 
 
 @dataclass
+class StageLoad:
+    """How busy the machine was during one stage."""
+
+    cores: list[float] = field(default_factory=list)
+    """Each core's busy share."""
+    loads: list[float] = field(default_factory=list)
+    ours: float = 0.0
+    """rocqcot's CPU seconds over the stage's wall seconds (2.0: two cores)."""
+
+
+@dataclass
 class TraceRun:
     """What one `rocqcot trace` run measured."""
 
     wall: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
-    step4_cores: list[float] = field(default_factory=list)
-    step4_loads: list[float] = field(default_factory=list)
-    step4_ours: float = 0.0
-    """rocqcot's CPU seconds during step 4 over its wall seconds (2.0: two cores)."""
+    loads: dict[str, StageLoad] = field(default_factory=dict)
 
 
 def run_trace(arguments: list[str], env: dict[str, str]) -> TraceRun:
@@ -113,39 +123,39 @@ def run_trace(arguments: list[str], env: dict[str, str]) -> TraceRun:
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    watch: Step4Watch | None = None
+    watch: StageWatch | None = None
     for line in process.stdout:
         line = line.rstrip("\n")
         print(f"  {line}", flush=True)
-        if line == "trace: step 4 started":
-            watch = Step4Watch(psutil.Process(process.pid))
+        if STAGE_START.match(line):
+            watch = StageWatch(psutil.Process(process.pid))
         elif found := STAGE_TIME.match(line):
             measured.stages[found.group(1)] = float(found.group(2))
-            if found.group(1) == "step 4" and watch:
-                watch.stop(measured)
+            if watch:
+                measured.loads[found.group(1)] = watch.stop()
+                watch = None
     if process.wait() != 0:
         raise SystemExit(f"rocqcot trace failed with exit status {process.returncode}")
     measured.wall = time.monotonic() - started
     return measured
 
 
-class Step4Watch:
-    """The machine's cores, its load and rocqcot's processes from step 4's start to its end."""
+class StageWatch:
+    """The machine's cores, its load and rocqcot's processes from a stage's start to its end."""
 
     def __init__(self, root: psutil.Process) -> None:
         self.before, self.started = cpu_times(), time.monotonic()
         self.sampler = Sampler(root)
         self.thread = self.sampler.start()
 
-    def stop(self, measured: TraceRun) -> None:
+    def stop(self) -> StageLoad:
         self.sampler.stop(self.thread)
         after, seconds = cpu_times(), time.monotonic() - self.started
-        measured.step4_cores = [
+        cores = [
             (b1 - b0) / max(t1 - t0, 1)
             for (b0, t0), (b1, t1) in zip(self.before, after, strict=True)
         ]
-        measured.step4_loads = self.sampler.loads
-        measured.step4_ours = self.sampler.seconds / max(seconds, 1e-9)
+        return StageLoad(cores, self.sampler.loads, self.sampler.seconds / max(seconds, 1e-9))
 
 
 def card_facts(out: Path) -> dict[str, Any]:
@@ -161,6 +171,7 @@ def main() -> None:
     parser.add_argument("--prefix", help="its logical prefix [its folder's]")
     parser.add_argument("--full", action="store_true", help="all of MathComp, not ssreflect")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--keep", type=Path, help="trace into this folder and keep it")
     args = parser.parse_args()
     toolchain = chosen(args.rocq_bin)
     library = library_arguments(args.full, args.library, args.prefix)
@@ -169,7 +180,8 @@ def main() -> None:
     if args.library:
         arguments += ["--input", str(source), "--prefix", prefix]
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = args.keep.resolve() if args.keep else Path(tmp)
+        home.mkdir(parents=True, exist_ok=True)
         home.chmod(0o755)  # the embedded server runs as its own user when we are root
         print(f"plain build of {source} (coq_makefile + make -j{args.jobs}) …", flush=True)
         plain_s = plain(toolchain, source, home / "plain", prefix, args.jobs)
@@ -188,12 +200,13 @@ def report(plain_s: float, ours: TraceRun, facts: dict[str, Any], jobs: int) -> 
     print(f"coq_makefile + make -j{jobs}: {plain_s:.1f} s")
     for stage, seconds in ours.stages.items():
         print(f"{stage}: {seconds:.1f} s ({seconds / plain_s:.2f}x the plain build)")
+        load = ours.loads.get(stage, StageLoad())
+        cores = ", ".join(f"cpu{i} {100 * share:.0f}%" for i, share in enumerate(load.cores))
+        loads = load.loads or [0.0]
+        print(f"  whole machine: busy {cores}; load average (1 min) mean "
+              f"{sum(loads) / len(loads):.2f}, max {max(loads):.2f}; "
+              f"rocqcot's processes: {load.ours:.2f} cores busy of {jobs}")  # fmt: skip
     print(f"rocqcot trace in all: {ours.wall:.1f} s")
-    cores = ", ".join(f"cpu{i} {100 * share:.0f}%" for i, share in enumerate(ours.step4_cores))
-    loads = ours.step4_loads or [0.0]
-    print(f"step 4, whole machine: busy {cores}; load average (1 min) mean "
-          f"{sum(loads) / len(loads):.2f}, max {max(loads):.2f}")  # fmt: skip
-    print(f"step 4, rocqcot's processes: {ours.step4_ours:.2f} cores busy of {jobs}")
     print(f"theorems: {theorems}; haves: {haves}; proof steps {facts['trace']['proof_steps']}")
     for failure in facts["failures"][:10]:
         print(f"  {failure['count']:5d}  step {failure['stage']}: {failure['reason']}")
