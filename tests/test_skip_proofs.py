@@ -3,8 +3,10 @@
 A file of our own, built by the Rocq layer (so its `-time` output records the section
 variables each proof used), with the cases that make skipping wrong if done naively: a proof
 that uses a section hypothesis its statement does not mention (the lemma's arity after the
-section closes depends on it), and a section with an explicit `Proof using`. A wrong record
-makes a later sentence fail: the session then falls back to the full walk.
+section closes depends on it), a section with an explicit `Proof using`, a section without
+variables (Rocq suggests nothing there), a statement with a `let` binder, an opaque definition
+and a `Let` (never skipped: admitted, it would be an axiom). A wrong record makes a later
+sentence fail: the session then falls back to the full walk.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 
 from app.rocq.build import build
 from app.rocq.positions import SourceText
-from app.rocq.script_file import ScriptFile
+from app.rocq.script_file import ScriptFile, _skippable_proofs
 from app.rocq.session import RocqSession
 from app.rocq.timing import TIMING_SUFFIX, proofs_using
 from app.rocq.toolchain import Toolchain
@@ -35,6 +37,21 @@ Proof using n0. now rewrite n0. Qed.
 Lemma plain : n + 0 = n.
 Proof. rewrite <- plus_n_O. reflexivity. Qed.
 End Arith.
+
+Section NoVariables.
+Lemma in_plain_section : 1 + 1 = 2.
+Proof. reflexivity. Qed.
+End NoVariables.
+
+Section WithLet.
+Variable k : nat.
+Let k0 : k + 0 = k.
+Proof. rewrite <- plus_n_O. reflexivity. Qed.
+Lemma with_binder (j := k) : j + 0 = k.
+Proof. exact k0. Qed.
+Definition opaque_def : k = k.
+Proof. reflexivity. Qed.
+End WithLet.
 
 Definition arity_check : 0 = 0 := zero_n 0 eq_refl.
 
@@ -61,6 +78,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, toolchain: Toolchain) -> Pat
     return root / "Sk.v"
 
 
+NAMES = ("zero_n", "zero_n_using", "plain", "in_plain_section", "with_binder", "opaque_def")
+
+
 def _index(file: ScriptFile, text: str) -> int:
     return next(
         i for i, (s, e) in enumerate(file.sentences) if file.source.byte_slice(s, e) == text
@@ -69,7 +89,8 @@ def _index(file: ScriptFile, text: str) -> int:
 
 def test_the_build_records_what_each_sectioned_proof_uses(built: Path) -> None:
     timing = Path(str(built) + TIMING_SUFFIX).read_text(encoding="utf-8")
-    assert sorted(proofs_using(timing).values()) == ["", "n0"]  # statements' own go without
+    # statements' own go without, and so do proofs in a section without variables
+    assert sorted(proofs_using(timing).values()) == ["", "", "", "", "n0"]
     file = ScriptFile.read(str(built))
     replacements = {
         file.source.byte_slice(*file.sentences[p.first - 1]): p.replacement
@@ -78,7 +99,21 @@ def test_the_build_records_what_each_sectioned_proof_uses(built: Path) -> None:
     assert replacements["Lemma zero_n : 0 = n."] == ("Proof using n0.", "Admitted.")
     assert replacements["Lemma zero_n_using : 0 = n."] == ("Proof using n0.", "Admitted.")
     assert replacements["Lemma plain : n + 0 = n."] == ("Proof using.", "Admitted.")
+    assert replacements["Lemma in_plain_section : 1 + 1 = 2."] == ("Admitted.",)
+    assert replacements["Lemma with_binder (j := k) : j + 0 = k."] == ("Proof using.", "Admitted.")
+    assert replacements["Definition opaque_def : k = k."] == ("Proof using.", "Admitted.")
     assert replacements["Lemma top_level : forall m, m + 0 = m."] == ("Admitted.",)
+    assert not any(text.startswith("Let") for text in replacements)
+
+
+def test_a_sectioned_proof_without_suggestion_is_skipped_when_no_variable_is_declared() -> None:
+    """A proof Rocq suggested no `Proof using` for is a plain `Admitted.`, as long as the build
+    recorded suggestions and the text declares no section variable either."""
+    texts = ["Section S.", "Lemma l : True.", "Proof.", "exact I.", "Qed.", "End S."]
+    assert [p.replacement for p in _skippable_proofs(texts, {}, recorded=True)] == [("Admitted.",)]
+    assert not list(_skippable_proofs(texts, {}, recorded=False))
+    declared = [*texts[:1], "Variable n : nat.", *texts[1:]]
+    assert not list(_skippable_proofs(declared, {}, recorded=True))
 
 
 def test_skipping_reaches_the_same_state_as_the_full_walk(built: Path) -> None:
@@ -86,15 +121,18 @@ def test_skipping_reaches_the_same_state_as_the_full_walk(built: Path) -> None:
     target = _index(file, "Lemma uses_arity_too : 0 = 0.") + 1
     source = SourceText(built.read_text(encoding="utf-8"))
     position = source.byte_position(file.ends[target - 1])
-    states = []
+    states, checked = [], []
     for skip in (True, False):
         with RocqSession(skip_proofs=skip) as session:
             session.start(built, [(str(built.parent), "Skip")])
             states.append(session.at(built, position))
             admitted = dict(session.skipped_proofs)
-            checked = session.query(states[-1], "Check zero_n.")
-        assert "forall n : nat, n = 0 -> 0 = n" in " ".join(checked.split())
+            checked.append(
+                [" ".join(session.query(states[-1], f"Check {name}.").split()) for name in NAMES]
+            )
+        assert "forall n : nat, n = 0 -> 0 = n" in checked[-1][0]
         assert bool(admitted) == skip  # the proofs before were skipped, not run
+    assert checked[0] == checked[1]  # every skipped lemma has its type (and arity)
     assert states[0].goals == states[1].goals
     assert states[0].goals is not None and states[0].goals.in_proof
 

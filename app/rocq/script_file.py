@@ -6,7 +6,11 @@ statement. So, as `coqc -vos` does, a session going past a whole proof it does n
 run `Admitted.` in its place (`SkippableProof`). In a section, closing it generalizes a lemma
 over the section variables its proof used (all of them for an `Admitted.` proof), so there the
 proof is skipped only as `Proof using <what it used>. Admitted.`: the list is the file's own
-`Proof using`, or what Rocq suggested when the library was built (`app.rocq.timing`).
+`Proof using`, or what Rocq suggested when the library was built (`app.rocq.timing`). Rocq
+suggests a list for every proof with a section variable in scope (all of MathComp's 12,429
+agree with the text), so a proof that got none, in sections that declare no variable, is a
+plain `Admitted.`. A `Let` is never skipped: admitted, it becomes an axiom, which a later
+`Proof using` cannot name.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import bisect
 import functools
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.rocq.positions import SourceText
@@ -29,9 +33,14 @@ _STATEMENT = re.compile(
 )
 _OPAQUE_STATEMENT = re.compile(
     r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global)\s+)?"
-    r"(?:Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Example)\s"
+    r"(?:(Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property)|Definition|Example)\s"
 )
-"""Statements whose proof may be skipped: never `Program`, definitions or instances."""
+"""Statements whose proof may be skipped: never `Program`, `Let`, fixpoints or instances. The
+first group cannot have a body (`:=` there is a `let` binder); the others are skipped only
+without `:=`, so with no body."""
+_SECTION_VARIABLE = re.compile(
+    r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global)\s+)?(?:Variables?|Hypothes[ie]s|Context|Let)\b"
+)
 _BODY_BREAK = re.compile(
     r"(?:#\[[^\]]*\]\s*)*(?:(?:Local|Global|Program)\s+)*(?:Lemma|Theorem|Fact|Remark|Corollary|"
     r"Proposition|Property|Example|Definition|Fixpoint|Instance|Let|Section|Module|End|Defined|"
@@ -77,7 +86,7 @@ class ScriptFile:
         using = {
             i: suggested[start] for i, (start, _) in enumerate(sentences) if start in suggested
         }
-        proofs = {p.first: p for p in _skippable_proofs(texts, using)}
+        proofs = {p.first: p for p in _skippable_proofs(texts, using, timing.exists())}
         ends = tuple(end for _, end in sentences)
         return cls(path, source, sentences, ends, proofs)
 
@@ -130,20 +139,21 @@ class ScriptFile:
                 scopes.pop()
 
 
-def _skippable_proofs(texts: Sequence[str], using: dict[int, str]) -> Iterator[SkippableProof]:
+def _skippable_proofs(
+    texts: Sequence[str], using: dict[int, str], recorded: bool
+) -> Iterator[SkippableProof]:
     """Proofs of lemmas made of plain proof sentences up to `Qed.`, outside sections or with
-    the section variables they use known (`using`: by the index of their `Qed.`)."""
-    sections: list[tuple[str, bool]] = []
+    the section variables they use known (`using`: by the index of their `Qed.`; `recorded`:
+    the build recorded Rocq's suggestions)."""
+    sections = _Sections()
     for index, text in enumerate(texts):
-        if (m := _SCOPE.match(text)) and ":=" not in text:
-            sections.append((m.group(2), m.group(1) == "Section"))
-        elif (m := _END.match(text)) and sections and sections[-1][0] == m.group(1):
-            sections.pop()
-        if not _OPAQUE_STATEMENT.match(text) or ":=" in text:
-            continue  # a statement with a body (or a `let`: kept simple) has no skippable proof
+        sections.read(text)
+        opaque = _OPAQUE_STATEMENT.match(text)
+        if not opaque or (not opaque.group(1) and ":=" in text):
+            continue
         for end in range(index + 1, len(texts)):
             if _QED.match(texts[end]):
-                replacement = _replacement(texts[index + 1], using.get(end), sections)
+                replacement = _replacement(texts[index + 1], using.get(end), recorded, sections)
                 if replacement is not None:
                     yield SkippableProof(index + 1, end, replacement)
                 break
@@ -151,15 +161,40 @@ def _skippable_proofs(texts: Sequence[str], using: dict[int, str]) -> Iterator[S
                 break
 
 
+@dataclass
+class _Sections:
+    """The modules and sections open at a sentence, and whether each section declared a
+    variable (or hypothesis, context, `Let`) so far."""
+
+    open: list[tuple[str, bool]] = field(default_factory=list)
+    """(name, is a section); a section that declared a variable is marked in `declaring`."""
+    declaring: set[int] = field(default_factory=set)
+
+    def read(self, text: str) -> None:
+        if (m := _SCOPE.match(text)) and ":=" not in text:
+            self.open.append((m.group(2), m.group(1) == "Section"))
+        elif (m := _END.match(text)) and self.open and self.open[-1][0] == m.group(1):
+            self.open.pop()
+            self.declaring.discard(len(self.open))
+        elif _SECTION_VARIABLE.match(text) and self.in_section:
+            self.declaring.add(max(i for i, (_, section) in enumerate(self.open) if section))
+
+    @property
+    def in_section(self) -> bool:
+        return any(section for _, section in self.open)
+
+
 def _replacement(
-    first: str, used: str | None, sections: list[tuple[str, bool]]
+    first: str, used: str | None, recorded: bool, sections: _Sections
 ) -> tuple[str, ...] | None:
     """What runs instead of a proof: None if its section variables are unknown."""
-    if not any(is_section for _, is_section in sections):
+    if not sections.in_section:
         return ("Admitted.",)
     if _PROOF_USING.match(first):
         return (first, "Admitted.")
-    return None if used is None else (f"Proof using {used}.".replace(" .", "."), "Admitted.")
+    if used is not None:
+        return (f"Proof using {used}.".replace(" .", "."), "Admitted.")
+    return ("Admitted.",) if recorded and not sections.declaring else None
 
 
 def _names_match(path: list[str], parts: list[str]) -> bool:
