@@ -8,20 +8,15 @@ first, then offset: `app.file_claims`), going past the proofs it does not evalua
 file's own prefix (`at`), so the proof runs once; where step 2 rewrote the proof, the rest of it
 runs as steps on top. The section's variables are the first hypotheses of
 the statement's context whose names the section declares. Dependencies are the glob references
-inside a chain's text (never hypotheses or local names), each named by its dictionary fqn (the
-glob definition's, sections left out: what the searches of the CoTs look up) and by the name
-Rocq's `Locate` gives it at that point (`located`: a section still open is part of it), with
-its type from `Check` of that name (cached per name), its dictionary entry and the spans of
-the file that name it. Where Rocq does not know the glob's name (the glob drops some module
-paths), both are the name it locates.
+inside a chain's text, named as `app.chain_names` says.
 
 Each tagged have becomes a sub-theorem `<fqn>_have_<i>` (a `theorems` row with `parent_id`): its
 statement is the have's goal as a lemma over the local context (`app.have_statement`: the most
 readable printing that Rocq elaborates into that very goal), run after the parent's `Qed`, and
 its proof is the have's proof, evaluated the same way (its own tagged haves nested again),
-unless its goals can be read from the parent's walk (`app.have_in_place`: a proof of one `by`
-chain, as two haves in three of MathComp's are, or of single sentences that the walk then runs
-one at a time).
+unless its goals can be read from the parent's walk (`app.have_in_place`): a proof of one `by`
+chain, as two haves in three of MathComp's are, or of sentences after the have's, which are
+then evaluated as the lemma's chains inside the parent's walk, their goals without the parent's.
 """
 
 from __future__ import annotations
@@ -37,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from app import dictionary as dico
+from app.chain_names import ChainNames, TypeCache
 from app.chains import (
     PROOF_START,
     Alignment,
@@ -47,9 +43,8 @@ from app.chains import (
     parse_chains,
     untagged,
 )
-from app.dictionary import Ref
 from app.goal_diff import goal_diff, remaining, render
-from app.have_in_place import Walked, lemma_goals, walk_each_sentence
+from app.have_in_place import LemmaView, in_place, proved_by
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
 from app.rocq.goals import Goals, Hypothesis
 from app.rocq.positions import Position
@@ -119,6 +114,26 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class InPlace:
+    """A have's lemma evaluated inside its parent's walk (`app.have_in_place`)."""
+
+    steps: tuple[Step, ...]
+    haves: list[PendingHave]
+    """Its own haves, stated where they are in the parent's walk."""
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """Chains run from a state: their steps, the haves met, the state after the last, and
+    whether every goal shown was the lemma's (always, unless run in place in a parent)."""
+
+    steps: tuple[Step, ...]
+    haves: list[PendingHave]
+    end: State
+    shown: bool = True
+
+
+@dataclass(frozen=True)
 class PendingHave:
     """A have met during a replay, evaluated as a sub-theorem once the proof is done."""
 
@@ -130,9 +145,8 @@ class PendingHave:
     chains: tuple[Chain, ...]
     """Its proof's chains: the lemma's."""
     error: str | None = None
-    walked: tuple[Walked, ...] = ()
-    """The have's sentence and each one after it in its chain with the goals after them, when
-    the walk fetched them (`app.have_in_place`)."""
+    in_place: InPlace | None = None
+    """Its lemma, when evaluated inside the parent's walk."""
 
 
 class Replayer:
@@ -143,9 +157,8 @@ class Replayer:
         self._flat: RocqSession | None = None
         self.opened: tuple[str, str] | None = None
         self.load_paths: list[LoadPath] = []
-        self.types: dict[str, tuple[str, str | None]] = {}
-        """The name an object has at a point (its section path while open) → the name Rocq
-        locates and the type it prints."""
+        self.types: TypeCache = {}
+        """The types Rocq printed, kept across the worker's theorems (`app.chain_names`)."""
 
     def open(self, file: dico.FileNames, timeout: float) -> RocqSession:
         """The session on the file (started when the worker moves to another file)."""
@@ -192,7 +205,7 @@ def run(item: TheoremInput, held: Replayer) -> Outcome:
         root = evaluator.theorem()
     except RocqSessionError as error:
         raise ReplayFailed(f"{item.fqn}: {_message(error)}") from None
-    return Outcome(item, root, evaluator.new_types)
+    return Outcome(item, root, evaluator.names.new_types)
 
 
 @dataclass
@@ -203,19 +216,15 @@ class FileWalk:
     position: int = 0
     diverged: bool = False
 
-    def next_states(
-        self, session: RocqSession, file: str, state: State, chain: Chain, each: bool
-    ) -> tuple[State, ...]:
-        """The state after a chain: the file's prefix when it matches (with `each`, the state
-        after each of its sentences, their goals fetched), else a run on top."""
+    def next_state(self, session: RocqSession, file: str, state: State, chain: Chain) -> State:
+        """The state after a chain: the file's prefix when it matches, else a run on top."""
         wanted = [normalized(s) for s in chain.sentences]
         got = self.sentences[self.position : self.position + len(wanted)]
         if not self.diverged and [normalized(s["text"]) for s in got] == wanted:
             self.position += len(wanted)
-            ends = got if each else got[-1:]
-            return tuple(session.at(file, Position(**s["end"])) for s in ends)
+            return session.at(file, Position(**got[-1]["end"]))
         self.diverged = True
-        return (session.run(state, chain.script),)
+        return session.run(state, chain.script)
 
 
 class Evaluator:
@@ -226,7 +235,7 @@ class Evaluator:
         self.point = item.byte_start
         self.hidden: frozenset[str] = frozenset()
         self.gvars: list[dict[str, Any]] = []
-        self.new_types: dict[str, str] = {}
+        self.names = ChainNames(session, item.file, item.byte_start, held.types)
         self.printings = PrintingMemory()
         """What the theorem's haves needed to be stated, for its later haves."""
         first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]
@@ -243,15 +252,16 @@ class Evaluator:
         start = self.session.at(file.path, Position(**opening["end"]))
         self._global_variables(start)
         walk = FileWalk(proof)
-        steps, haves = self._replay(item.fqn, parse_chains(self.text), start, walk)
+        replayed = self._replay(item.fqn, parse_chains(self.text), start, walk)
         assert start.goals is not None
+        haves = replayed.haves
         evaluation = self._evaluation(start.goals, start, file.span(index), haves, item.fqn)
         evaluation["replay"] = "script" if walk.diverged else "file"
         children: tuple[Evaluated, ...] = ()
         if haves:
             base = self.session.at(file.path, Position(**file.sentences[qed]["end"]))
             children = tuple(self._sub(base, have, item.fqn) for have in haves)
-        return Evaluated(item.fqn, evaluation, steps, children=children)
+        return Evaluated(item.fqn, evaluation, replayed.steps, children=children)
 
     def _global_variables(self, start: State) -> None:
         """The section's variables in scope: Rocq lists them all, first, in the statement's
@@ -269,31 +279,65 @@ class Evaluator:
         self.gvars = [self._variable(h, declared, start) for h in hypotheses]
 
     def _replay(
-        self, fqn: str, chains: tuple[Chain, ...], state: State, walk: FileWalk | None
-    ) -> tuple[tuple[Step, ...], list[PendingHave]]:
-        """Run the chains from the initial state; the proof must be finished after the last."""
-        steps, haves = [], []
+        self,
+        fqn: str,
+        chains: tuple[Chain, ...],
+        state: State,
+        walk: FileWalk | None,
+        view: LemmaView | None = None,
+    ) -> Replayed:
+        """Run the chains from the initial state; the proof must be finished after the last.
+        With a `view`, the chains are a have's proof run inside its parent's walk: the goals
+        shown are the lemma's, and a lemma left unfinished is not shown, not a failure."""
+        steps, haves, shown = [], [], True
+        before = _goals(state, view)
         for number, chain in enumerate(chains):
-            previous = state
             have = (
                 self._have(len(haves) + 1, number, chain, state) if chain.have is not None else None
             )
             try:
-                states = (
-                    walk.next_states(self.session, self.file.path, state, chain, _each(have))
-                    if walk is not None
-                    else (self.session.run(state, chain.script),)
-                )
+                if walk is None:
+                    state = self.session.run(state, chain.script)
+                elif have is not None and have.statement is not None:
+                    state, have = self._in_place(fqn, have, chain, state, walk)
+                else:
+                    state = walk.next_state(self.session, self.file.path, state, chain)
             except RocqSessionError as error:
                 raise ReplayFailed(f"{_where(fqn, number, chains)}: {_message(error)}") from None
-            state = states[-1]
             if have is not None:
-                haves.append(_walked(have, chain, states))
-            assert previous.goals is not None and state.goals is not None
-            steps.append(self._step(chain, previous.goals, state.goals, state))
-        if not state.proof_finished:
+                haves.append(have)
+            goals = _goals(state, view)
+            if before is None or goals is None:
+                shown, goals = False, None
+            else:
+                steps.append(self._step(chain, before, goals, state))
+            before = goals
+        if view is None and not state.proof_finished:
             raise ReplayFailed(f"{fqn}: goals remain after the last chain ({len(chains)} chains)")
-        return tuple(steps), haves
+        finished = before is not None and before.finished
+        return Replayed(tuple(steps), haves, state, shown and finished)
+
+    def _in_place(
+        self, parent: str, have: PendingHave, chain: Chain, state: State, walk: FileWalk
+    ) -> tuple[State, PendingHave]:
+        """Walk a have's chain; when its proof is the chain's last sentences, as its lemma's
+        chains, inside the parent's walk (`app.have_in_place`): the state after the chain, and
+        the have with its lemma evaluated there if every goal shown was the lemma's."""
+        assert have.statement is not None
+        goal = have.statement.goal
+        head = in_place(goal, chain, have.chains)
+        if head is None or goal is None:
+            return walk.next_state(self.session, self.file.path, state, chain), have
+        opened = walk.next_state(self.session, self.file.path, state, _part(chain, 0, head))
+        assert opened.goals is not None
+        view = LemmaView.opened(opened.goals, goal)
+        if view is None:
+            proof = _part(chain, head, len(chain.sentences))
+            return walk.next_state(self.session, self.file.path, opened, proof), have
+        inner = self._replay(f"{parent}_have_{have.index}", have.chains, opened, walk, view)
+        if not inner.shown:
+            return inner.end, have
+        return inner.end, dataclasses.replace(have, in_place=InPlace(inner.steps, inner.haves))
 
     def _have(self, index: int, number: int, chain: Chain, state: State) -> PendingHave:
         """The have's goal as a lemma, decided where the have is (its statement alone)."""
@@ -325,7 +369,7 @@ class Evaluator:
             render(goals, self.hidden),
             render(goals),
             goal_diff(remaining(before, self.hidden), remaining(goals, self.hidden)),
-            self._names([self._file_span(span) for span in chain.named], at)[0],
+            self.names.named([self._file_span(span) for span in chain.named], at)[0],
         )
 
     def _file_span(self, span: tuple[int, int]) -> tuple[int, int]:
@@ -335,7 +379,7 @@ class Evaluator:
         self, goals: Goals, at: State, named: tuple[int, int], haves: list[PendingHave], fqn: str
     ) -> dict[str, Any]:
         """What the data says of a theorem besides its chains, from its initial goals."""
-        dependencies, notations = self._names([named], at)
+        dependencies, notations = self.names.named([named], at)
         return {
             "initial_goal": render(goals, self.hidden),
             "initial_goal_with_gvars": render(goals),
@@ -354,7 +398,7 @@ class Evaluator:
         text = f"{keyword} {names} : {type_}."
         if hypothesis.body is not None:
             text = f"Let {names} : {type_} := {hypothesis.body}."
-        dependencies, notations = self._names([declared[n] for n in hypothesis.names], state)
+        dependencies, notations = self.names.named([declared[n] for n in hypothesis.names], state)
         return {"text": text, "names": list(hypothesis.names), "dependencies": dependencies,
                 "notations": notations}  # fmt: skip
 
@@ -372,16 +416,19 @@ class Evaluator:
             if have.statement is None:
                 raise ReplayFailed(have.error)
             statement = have.statement.lemma(fqn.rpartition(".")[2])
-            chains = have.chains
-            if (read := lemma_goals(have.statement.goal, chains, have.walked)) is not None:
-                initial, at, haves = read[0], base, []
-                pairs = itertools.pairwise(read)
-                steps = tuple(self._step(c, *p, base) for c, p in zip(chains, pairs, strict=True))
+            chains, goal = have.chains, have.statement.goal
+            if have.in_place is not None and goal is not None:
+                initial, at = Goals((goal,), in_proof=True), base
+                steps, haves = have.in_place.steps, have.in_place.haves
+            elif (by := proved_by(goal, chains)) is not None:
+                initial, at, haves = by[0], base, []
+                steps = (self._step(chains[0], *by, base),)
             else:
                 at = self.session.run(base, statement)
                 assert at.goals is not None
                 initial = at.goals
-                steps, haves = self._replay(fqn, chains, at, None)
+                replayed = self._replay(fqn, chains, at, None)
+                steps, haves = replayed.steps, replayed.haves
         except (ReplayFailed, RocqSessionError) as error:
             message = f"{fqn}: {_message(error)}"
             log.info("have not evaluated: %s", message, extra={"stage": "evaluate", "fqn": fqn})
@@ -393,71 +440,17 @@ class Evaluator:
         children = tuple(self._sub(base, h, fqn) for h in haves)
         return Evaluated(fqn, evaluation, steps, None, statement, children=children, **common)
 
-    # Dependencies and notations -----------------------------------------------------------
 
-    def _names(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
-        """The objects and the notations named in character ranges of the file, each once, in
-        order, by dictionary fqn, with their dictionary entry (objects: also the name located at
-        this point, its type, and the character spans in the built file that name it)."""
-        objects: dict[str, dict[str, Any]] = {}
-        notations: dict[str, dict[str, Any]] = {}
-        for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
-            info = _info(self.file.entries.get(ref.fqn))
-            if ref.kind == "not" and ref.fqn not in notations:
-                notations[ref.fqn] = {"notation": ref.notation, "scope": ref.scope,
-                                      "fqn": ref.fqn, "info": info}  # fmt: skip
-            elif ref.kind != "not" and ref.fqn not in objects:
-                fqn, located, type_ = self._resolve(ref, state)
-                objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "located": located,
-                                    "kind": ref.kind, "type": type_, "info": info,
-                                    "spans": [[ref.start, ref.end]]}  # fmt: skip
-            elif ref.kind != "not":
-                objects[ref.fqn]["spans"].append([ref.start, ref.end])
-        return list(objects.values()), list(notations.values())
-
-    def _resolve(self, ref: Ref, state: State) -> tuple[str, str, str | None]:
-        """A reference's fqn, the name Rocq locates for it at this point and its type, cached by
-        that name (an object of a section still open has another name, and type, once it
-        closes). The fqn is the glob's, the dictionary's, unless Rocq does not know that name
-        (the glob drops some module paths) and locates the text as another object."""
-        name = self.file.name_at(ref.fqn, self.point)
-        final, cache = name == ref.fqn, self.held.types
-        if name not in cache:
-            cached = self.file.entries.get(ref.fqn, {}).get("type") if final else None
-            cache[name] = (name, cached) if cached else self._query_type(ref, name, state)
-            located, type_ = cache[name]
-            if final and not cached and type_ and located == name and ref.fqn in self.file.entries:
-                self.new_types[ref.fqn] = type_
-        located, type_ = cache[name]
-        return ref.fqn if located == name else located, located, type_
-
-    def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
-        """`Check @name`; a glob name Rocq does not know is located from the text instead."""
-        type_ = dico.check(self.session, state, name)
-        if type_ is None:
-            located = dico.locate(self.session, state, ref.written)
-            if located is not None and located != name:
-                return located, dico.check(self.session, state, located)
-        return name, type_
+def _part(chain: Chain, start: int, end: int) -> Chain:
+    """Some of a chain's sentences, as a chain that runs them (the walk's unit)."""
+    sentences = chain.sentences[start:end]
+    return dataclasses.replace(chain, sentences=sentences, script=" ".join(sentences))
 
 
-def _each(have: PendingHave | None) -> bool:
-    """Whether the have's chain is walked a sentence at a time, so that its lemma's goals can
-    be read from the walk (`app.have_in_place`)."""
-    if have is None or have.statement is None:
-        return False
-    return walk_each_sentence(have.statement.goal, have.chains)
-
-
-def _walked(have: PendingHave, chain: Chain, states: tuple[State, ...]) -> PendingHave:
-    """The have with the goals after its sentence and each one after it, when the walk fetched
-    the state after each sentence of its chain."""
-    first = len(chain.sentences) - len(have.chains) - 1
-    if len(states) != len(chain.sentences) or first < 0:
-        return have
-    pairs = zip(chain.sentences[first:], states[first:], strict=True)
-    walked = tuple(Walked(text, state.goals) for text, state in pairs if state.goals is not None)
-    return dataclasses.replace(have, walked=walked)
+def _goals(state: State, view: LemmaView | None) -> Goals | None:
+    """The goals at a state, as the lemma sees them with a `view`."""
+    assert state.goals is not None
+    return state.goals if view is None else view.goals(state.goals)
 
 
 def _have_entry(have: PendingHave, parent: str) -> dict[str, Any]:
@@ -472,17 +465,3 @@ def _where(fqn: str, number: int, chains: tuple[Chain, ...]) -> str:
     text = " ".join(chains[number].text.split())
     text = text if len(text) <= 200 else text[:200] + "…"
     return f"{fqn}: chain {number + 1} of {len(chains)} `{text}`"
-
-
-STEP_6_SOURCES = frozenset({"llm", "offline"})
-"""Docstrings step 6 wrote: not the dictionary's, so not recorded here (the same inputs give
-the same evaluation, whether step 6 ran before it or not)."""
-
-
-def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The dictionary's word on an object, for the data (without step 6's docstrings)."""
-    if entry is None:
-        return None
-    if entry.get("docstring_source") in STEP_6_SOURCES:
-        return {"docstring": None, "docstring_source": None, "fullname": entry["fullname"]}
-    return {k: entry[k] for k in ("docstring", "docstring_source", "fullname")}

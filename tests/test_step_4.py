@@ -21,7 +21,7 @@ from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import LibraryObject, ProofStep, SourceFile, Theorem
 from app.goal_diff import goal_diff, render
-from app.have_in_place import Walked, lemma_goals, walk_each_sentence
+from app.have_in_place import LemmaView, in_place, proved_by
 from app.rocq.goals import Goal, Goals, Hypothesis
 from app.rocq.session import RocqSession
 from app.rocq.state import LoadPath, State
@@ -134,6 +134,15 @@ Proof.
 move=> /=; have h : n <= n + n by rewrite leq_addr.
 exact: h.
 Qed.
+
+Lemma focused n : n + 0 = n /\\ 0 + n = n.
+Proof.
+have h : n + 0 = n /\\ 0 + n = n.
+  split.
+  { by rewrite addn0. }
+  by [].
+exact: h.
+Qed.
 """
 
 TAGS = {
@@ -160,6 +169,11 @@ TAGS = {
         f"  by rewrite addn0{CLOSE}.",
     ),
     "anon": ("have e : n = m by [].", f"{OPEN}have e : n = m by []{CLOSE}."),
+    "focused": (  # braces in the have's proof: the parent's goal waits in the background
+        "have h : n + 0 = n /\\ 0 + n = n.\n  split.\n  { by rewrite addn0. }\n  by [].",
+        f"{OPEN}have h : n + 0 = n /\\ 0 + n = n.\n  split.\n  {{ by rewrite addn0. }}\n"
+        f"  by []{CLOSE}.",
+    ),
     "split_me": (  # step 2 split the chain before the have
         "move=> /=; have h : n <= n + n by rewrite leq_addr.",
         f"move=> /=.\n{OPEN}have h : n <= n + n by rewrite leq_addr{CLOSE}.",
@@ -294,35 +308,36 @@ def _goal(conclusion: str, *hypotheses: tuple[str, str]) -> Goal:
 
 
 def test_a_have_lemma_s_goals_are_read_from_the_parent_walk() -> None:
-    """The lemma's goals are the parent's less the goals the have left besides its own, read
-    only when the walk shows them untouched and the proof is what the parent ran."""
+    """The lemma's goals are the parent's less the goals the have left besides its own (in the
+    foreground, or in the background while the proof focuses), read only when those are
+    untouched and the proof is the last sentences of the have's chain."""
     have, rest, outer = (Goal((), text) for text in ("0 < k", "P k", "Q"))
     split = (Goal((), "0 < k.+1"), Goal((), "k != 0"))
-    opened = Goals((have, rest), (outer,), in_proof=True)
-    chains = parse_chains("case: k.\nby [].\nby [].", 0)
-    walked = (
-        Walked("have h : 0 < k.", opened),
-        Walked("case: k.", Goals((*split, rest), (outer,), in_proof=True)),
-        Walked("by [].", Goals((split[1], rest), (outer,), in_proof=True)),
-        Walked("by [] (*</have>*).", Goals((rest,), (outer,), in_proof=True)),
-    )
-    read = lemma_goals(have, chains, walked)
-    assert read is not None
-    assert [g.foreground for g in read] == [(have,), split, (split[1],), ()]
-    assert all(g.background == () and g.in_proof for g in read) and read[-1].finished
-    touched = Walked("by [].", Goals((split[1], Goal((), "P 0")), (outer,), in_proof=True))
-    assert lemma_goals(have, chains, (*walked[:2], touched, walked[3])) is None
-    assert lemma_goals(None, chains, walked) is None  # the lemma may display otherwise
-    assert lemma_goals(have, chains, walked[:3]) is None  # the walk did not show each
-    other = parse_chains("case: k.\nby [].\nby done.", 0)
-    assert lemma_goals(have, other, walked) is None  # not what the parent ran
-    bullets = parse_chains("case: k.\n- by [].\n- by [].", 0)
-    assert lemma_goals(have, bullets, walked) is None
+    view = LemmaView.opened(Goals((have, rest), (outer,), in_proof=True), have)
+    assert view is not None
+    assert view.goals(Goals((have, rest), (outer,), in_proof=True)) == Goals((have,), in_proof=True)
+    after_case = view.goals(Goals((*split, rest), (outer,), in_proof=True))
+    assert after_case == Goals(split, in_proof=True)
+    focused = view.goals(Goals(split[:1], (split[1], rest, outer), in_proof=True))  # `{`
+    assert focused == Goals(split[:1], split[1:], in_proof=True)
+    done = view.goals(Goals((), (split[1], rest, outer), in_proof=True))  # `}` still to come
+    assert done == Goals((), split[1:], in_proof=True) and not done.finished
+    assert view.goals(Goals((rest,), (outer,), in_proof=True)).finished
+    assert view.goals(Goals((split[1], Goal((), "P 0")), (outer,), in_proof=True)) is None
+    assert view.goals(Goals((rest,), (), in_proof=True)) is None  # the background touched
+    assert LemmaView.opened(Goals((rest, have), in_proof=True), have) is None  # not first
+    text = f"{OPEN}have h : 0 < k.\ncase: k.\n{{ by []. }}\nby []{CLOSE}."
+    [chain] = parse_chains(text, 0)
+    assert chain.have is not None
+    proof = parse_chains(text, chain.have.proof_start, chain.have.proof_end)
+    assert [c.sentences for c in proof] == [("case: k.",), ("{", "by [].", "}"), ("by [].",)]
+    assert in_place(have, chain, proof) == 1  # the have's own sentence comes first
+    assert in_place(None, chain, proof) is None  # the lemma may display otherwise
+    assert in_place(have, chain, parse_chains("case: k.\nby done.", 0)) is None  # not the chain's
     [by] = parse_chains("by rewrite addn_gt0.", 0)
-    assert lemma_goals(have, (by,), ()) == (Goals((have,), in_proof=True), Goals(in_proof=True))
-    # the walk fetches the goals after each sentence of the have's chain only when they serve
-    assert walk_each_sentence(have, chains)
-    assert not any(walk_each_sentence(*a) for a in ((have, (by,)), (None, chains), (have, bullets)))
+    assert proved_by(have, (by,)) == (Goals((have,), in_proof=True), Goals(in_proof=True))
+    assert in_place(have, chain, (by,)) is None and proved_by(have, proof) is None
+    assert proved_by(None, (by,)) is None
 
 
 def test_goal_diff_phrases() -> None:
@@ -358,18 +373,21 @@ def test_step_4_replays_annotates_and_reruns(
 ) -> None:
     build(demo, subprocess_env)
     select_and_tag()
-    read: list[int] = []  # the have lemmas whose goals came from the parent's walk: their steps
-    original = evaluator.lemma_goals
+    read: dict[str, int] = {}  # the have lemmas evaluated inside the parent's walk: their steps
+    original = evaluator.Evaluator._in_place
 
-    def spy(*args: Any) -> tuple[Goals, ...] | None:
-        found = original(*args)
-        if found is not None:
-            read.append(len(found) - 1)
-        return found
+    def spy(self: evaluator.Evaluator, parent: str, have: Any, *args: Any) -> Any:
+        state, have = original(self, parent, have, *args)
+        if have.in_place is not None:
+            read[f"{parent}_have_{have.index}"] = len(have.in_place.steps)
+        return state, have
 
-    monkeypatch.setattr(evaluator, "lemma_goals", spy)
+    monkeypatch.setattr(evaluator.Evaluator, "_in_place", spy)
     step_4.command(dictionary=None, max_workers=1, pet_timeout=60.0, all_=False)
-    assert sorted(read)[-1] == 2 and len(read) >= 5  # double_le's two sentences, the `by`s
+    # double_le's two sentences, braces in focused's, nested's own have
+    assert {name.rpartition(".")[2]: n for name, n in read.items()} == {
+        "double_le_have_1": 2, "focused_have_1": 3, "nested_have_1": 2,
+    }  # fmt: skip
     theorems = rows()
     assert theorems["demo.base.doubleE"].status == Status.failed
     error = theorems["demo.base.doubleE"].error or ""
@@ -379,7 +397,16 @@ def test_step_4_replays_annotates_and_reruns(
     subs = {fqn for fqn, t in theorems.items() if t.parent_id is not None}
     assert subs == {
         f"demo.proofs.{name}_have_1"
-        for name in ("dk_pos", "double_le", "branchy", "byhave", "nested", "anon", "split_me")
+        for name in (
+            "dk_pos",
+            "double_le",
+            "branchy",
+            "byhave",
+            "nested",
+            "anon",
+            "split_me",
+            "focused",
+        )
     } | {"demo.proofs.nested_have_1_have_1"}
     for fqn, theorem in theorems.items():
         if theorem.status == Status.done:
@@ -388,7 +415,7 @@ def test_step_4_replays_annotates_and_reruns(
             assert last.goal_diff.endswith("There is no goal remaining, the proof is finished.")
     check_sections_and_variables(theorems)
     check_haves(theorems)
-    assert check_haves_as_lemmas(theorems, demo[1] / "proofs.v") >= 6
+    assert check_haves_as_lemmas(theorems, demo[1] / "proofs.v") == len(subs)
     assert check_dependencies(demo[1]) >= 5
     unknown, total = check_dictionary_fqns("demo")
     assert unknown == [] and total >= 5
@@ -448,20 +475,23 @@ def check_haves(theorems: dict[str, Theorem]) -> None:
 def check_haves_as_lemmas(theorems: dict[str, Theorem], file: Path) -> int:
     """Each have sub-theorem's rows are what Rocq shows when its statement runs as a lemma after
     the parent's `Qed` and its chains run after it, whether step 4 ran its proof again or took
-    it as proved where the have is (one `by` chain); returns how many were checked."""
+    it from where the have is (one `by` chain, or its chains inside the parent's walk);
+    returns how many were checked."""
     checked = 0
     with RocqSession() as session:
         start = session.start(file, [LoadPath(str(file.parent), "demo")])
         for fqn, sub in theorems.items():
-            steps = steps_of(fqn)
-            if sub.parent_id is None or any("(*proof*)" in step.chain for step in steps):
+            if sub.parent_id is None:
                 continue
+            steps = steps_of(fqn)
+            chains = parse_chains(sub.tagged_proof or sub.proof)
+            assert [c.text for c in chains] == [step.chain for step in steps], fqn
             assert sub.evaluation is not None, fqn
             state = session.run(State(start.file, sub.byte_end), sub.evaluation["statement"])
             assert state.goals is not None
             assert render(state.goals) == sub.evaluation["initial_goal_with_gvars"], fqn
-            for step in steps:
-                state = session.run(state, step.chain)
+            for chain, step in zip(chains, steps, strict=True):
+                state = session.run(state, chain.script)
                 assert state.goals is not None
                 assert render(state.goals) == step.goals_with_gvars, (fqn, step.chain)
             assert state.proof_finished, fqn

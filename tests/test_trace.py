@@ -28,7 +28,7 @@ from tests.toolchains import LOOP
 DEMO_THEOREMS = {
     "demo.base.doubleE", "demo.base.Sub.tripleE", "demo.proofs.dkE", "demo.proofs.dk_pos",
     "demo.proofs.double_le", "demo.proofs.bullets", "demo.proofs.branchy", "demo.proofs.byhave",
-    "demo.proofs.nested", "demo.proofs.anon", "demo.proofs.split_me",
+    "demo.proofs.nested", "demo.proofs.anon", "demo.proofs.split_me", "demo.proofs.focused",
 }  # fmt: skip
 
 SLOW_V = f"""From mathcomp Require Import ssreflect.
@@ -156,8 +156,8 @@ def test_the_card_counts_and_says_what_made_it(traced) -> None:
     place, _ = traced
     facts = place.card("demo")
     assert facts["trace"]["records"] == len(place.records("demo"))
-    assert facts["trace"]["theorems"] == {"traced": 11, "failed": 0, "pending": 0}
-    assert facts["trace"]["haves"]["traced"] == 8 and facts["failures"] == []
+    assert facts["trace"]["theorems"] == {"traced": len(DEMO_THEOREMS), "failed": 0, "pending": 0}
+    assert facts["trace"]["haves"]["traced"] == 9 and facts["failures"] == []
     assert facts["library"]["name"] == "demo" and facts["toolchain"]["rocq"]
     text = (place.out / "demo_card.md").read_text(encoding="utf-8")
     assert "## The record format" in text and "## Failures\n\nNone." in text
@@ -187,7 +187,8 @@ def test_an_edited_proof_alone_is_traced_again(new_place, tmp_path: Path) -> Non
     again = place.trace(library, "--prefix", "demo")
     assert "1 theorems queued by --all; evaluated 1 now" in again.stdout
     after = {r["fqn"]: r for r in place.records("demo")}
-    edited, moved = "demo.proofs.nested", {"demo.proofs.anon", "demo.proofs.split_me"}
+    edited = "demo.proofs.nested"
+    moved = {"demo.proofs.anon", "demo.proofs.split_me", "demo.proofs.focused"}
     changed = {fqn for fqn in after if after[fqn] != before.get(fqn)}
     assert {fqn.split("_have_")[0] for fqn in changed} == {edited} | moved
     for fqn in moved:  # after the edit in the file: only their place changed

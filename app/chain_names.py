@@ -1,0 +1,94 @@
+"""What a chain (or a statement) names: its dependencies and notations, for step 4's rows.
+
+Dependencies are the glob references inside a character range of the built file (never
+hypotheses or local names), each named by its dictionary fqn (the glob definition's, sections
+left out: what the searches of the CoTs look up) and by the name Rocq's `Locate` gives it at
+that point (`located`: a section still open is part of it), with its type from `Check` of that
+name (cached per name, across the theorems a worker evaluates), its dictionary entry and the
+spans of the file that name it. Where Rocq does not know the glob's name (the glob drops some
+module paths), both are the name it locates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from app import dictionary as dico
+from app.dictionary import Ref
+from app.rocq.session import RocqSession
+from app.rocq.state import State
+
+STEP_6_SOURCES = frozenset({"llm", "offline"})
+"""Docstrings step 6 wrote: not the dictionary's, so not recorded here (the same inputs give
+the same evaluation, whether step 6 ran before it or not)."""
+
+TypeCache = dict[str, tuple[str, str | None]]
+"""The name an object has at a point (its section path while open) → the name Rocq locates and
+the type it prints."""
+
+
+@dataclass
+class ChainNames:
+    """Names the objects of a file's ranges at a point of it (a theorem's start)."""
+
+    session: RocqSession
+    file: dico.FileNames
+    point: int
+    types: TypeCache
+    new_types: dict[str, str] = field(default_factory=dict)
+    """Types Rocq printed for dictionary objects that had none cached."""
+
+    def named(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
+        """The objects and the notations named in character ranges of the file, each once, in
+        order, by dictionary fqn, with their dictionary entry (objects: also the name located at
+        this point, its type, and the character spans in the built file that name it)."""
+        objects: dict[str, dict[str, Any]] = {}
+        notations: dict[str, dict[str, Any]] = {}
+        for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
+            info = _info(self.file.entries.get(ref.fqn))
+            if ref.kind == "not" and ref.fqn not in notations:
+                notations[ref.fqn] = {"notation": ref.notation, "scope": ref.scope,
+                                      "fqn": ref.fqn, "info": info}  # fmt: skip
+            elif ref.kind != "not" and ref.fqn not in objects:
+                fqn, located, type_ = self._resolve(ref, state)
+                objects[ref.fqn] = {"name": ref.written, "fqn": fqn, "located": located,
+                                    "kind": ref.kind, "type": type_, "info": info,
+                                    "spans": [[ref.start, ref.end]]}  # fmt: skip
+            elif ref.kind != "not":
+                objects[ref.fqn]["spans"].append([ref.start, ref.end])
+        return list(objects.values()), list(notations.values())
+
+    def _resolve(self, ref: Ref, state: State) -> tuple[str, str, str | None]:
+        """A reference's fqn, the name Rocq locates for it at this point and its type, cached by
+        that name (an object of a section still open has another name, and type, once it
+        closes). The fqn is the glob's, the dictionary's, unless Rocq does not know that name
+        (the glob drops some module paths) and locates the text as another object."""
+        name = self.file.name_at(ref.fqn, self.point)
+        final, cache = name == ref.fqn, self.types
+        if name not in cache:
+            cached = self.file.entries.get(ref.fqn, {}).get("type") if final else None
+            cache[name] = (name, cached) if cached else self._query_type(ref, name, state)
+            located, type_ = cache[name]
+            if final and not cached and type_ and located == name and ref.fqn in self.file.entries:
+                self.new_types[ref.fqn] = type_
+        located, type_ = cache[name]
+        return ref.fqn if located == name else located, located, type_
+
+    def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
+        """`Check @name`; a glob name Rocq does not know is located from the text instead."""
+        type_ = dico.check(self.session, state, name)
+        if type_ is None:
+            located = dico.locate(self.session, state, ref.written)
+            if located is not None and located != name:
+                return located, dico.check(self.session, state, located)
+        return name, type_
+
+
+def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The dictionary's word on an object, for the data (without step 6's docstrings)."""
+    if entry is None:
+        return None
+    if entry.get("docstring_source") in STEP_6_SOURCES:
+        return {"docstring": None, "docstring_source": None, "fullname": entry["fullname"]}
+    return {k: entry[k] for k in ("docstring", "docstring_source", "fullname")}
