@@ -6,18 +6,20 @@ left out: what the searches of the CoTs look up) and by the name Rocq's `Locate`
 that point (`located`: a section still open is part of it), with its type from `Check` of that
 name (cached per name, across the theorems a worker evaluates), its dictionary entry and the
 spans of the file that name it. Where Rocq does not know the glob's name (the glob drops some
-module paths), both are the name it locates.
+module paths), both are the name it locates. A type is printed without the context of the proof
+it was checked in (an abbreviation's implicit arguments are existential variables that Rocq
+declares with it), so that a type cached in one proof reads the same in all.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import dictionary as dico
-from app.dictionary import Ref
+from app.file_names import FileNames, Ref
 from app.rocq.session import RocqSession
-from app.rocq.state import State
+from app.rocq.state import RocqError, State
 
 STEP_6_SOURCES = frozenset({"llm", "offline"})
 """Docstrings step 6 wrote: not the dictionary's, so not recorded here (the same inputs give
@@ -33,7 +35,7 @@ class ChainNames:
     """Names the objects of a file's ranges at a point of it (a theorem's start)."""
 
     session: RocqSession
-    file: dico.FileNames
+    file: FileNames
     point: int
     types: TypeCache
     new_types: dict[str, str] = field(default_factory=dict)
@@ -77,11 +79,11 @@ class ChainNames:
 
     def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
         """`Check @name`; a glob name Rocq does not know is located from the text instead."""
-        type_ = dico.check(self.session, state, name)
+        type_ = check(self.session, state, name)
         if type_ is None:
-            located = dico.locate(self.session, state, ref.written)
+            located = locate(self.session, state, ref.written)
             if located is not None and located != name:
-                return located, dico.check(self.session, state, located)
+                return located, check(self.session, state, located)
         return name, type_
 
 
@@ -92,3 +94,51 @@ def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
     if entry.get("docstring_source") in STEP_6_SOURCES:
         return {"docstring": None, "docstring_source": None, "fullname": entry["fullname"]}
     return {k: entry[k] for k in ("docstring", "docstring_source", "fullname")}
+
+
+# --- What Rocq says of an object ------------------------------------------------------------
+
+
+def check(session: RocqSession, state: State, name: str) -> str | None:
+    """The type Rocq prints for a global name (`About` for an abbreviation); None if unknown."""
+    for query in (f"Check @{name}.", f"Check {name}."):
+        try:
+            shown = session.query(state, query)
+        except RocqError as error:
+            if "was not found" in error.message:
+                return None
+            continue
+        lines = shown.split("\n")[1:]
+        if lines:
+            first = lines[0].strip().removeprefix(":").strip()
+            typed = "\n".join([first, *(line.removeprefix("       ") for line in lines[1:])])
+            return without_evar_contexts(typed)
+    try:
+        return session.query(state, f"About {name}.").split("\n")[0] or None
+    except RocqError:
+        return None
+
+
+_EVAR_DECLARATION = re.compile(r"(\?\S+) : \[.*\|- (.*)\]\s*", re.DOTALL)
+
+
+def without_evar_contexts(typed: str) -> str:
+    """A type whose `where` block declares each existential variable (an abbreviation's
+    implicit argument) without the context Rocq prints with it (`?T : [n : nat  h : n = 0 |-
+    Type]` is `?T : Type`): that context is the proof's where the name was first checked, not
+    the object's."""
+    body, where, block = typed.partition("\nwhere\n")
+    if not where:
+        return typed
+    entries = re.split(r"\n(?=\?)", block)
+    declared = [_EVAR_DECLARATION.sub(r"\1 : \2", entry) for entry in entries]
+    return f"{body}{where}" + "\n".join(declared)
+
+
+def locate(session: RocqSession, state: State, written: str) -> str | None:
+    """The fully qualified name `Locate` gives first for a name as written."""
+    try:
+        words = session.query(state, f"Locate {written}.").split("\n")[0].split()
+    except RocqError:
+        return None
+    return words[1] if len(words) > 1 and words[0][:1].isupper() and "." in words[1] else None

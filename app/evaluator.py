@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app import dictionary as dico
 from app.chain_names import ChainNames, TypeCache
 from app.chains import (
     PROOF_START,
@@ -43,6 +42,7 @@ from app.chains import (
     parse_chains,
     untagged,
 )
+from app.file_names import FileNames
 from app.goal_diff import goal_diff, remaining, render
 from app.have_in_place import LemmaView, in_place, proved_by
 from app.have_statement import HaveStatement, NotStated, PrintingMemory, state_have
@@ -71,7 +71,7 @@ class TheoremInput:
     tagged_proof: str | None
     byte_start: int
     byte_end: int
-    file: dico.FileNames
+    file: FileNames
     timeout: float
     evaluated_before: bool
     """Whether rows of an earlier evaluation may need deleting."""
@@ -160,7 +160,7 @@ class Replayer:
         self.types: TypeCache = {}
         """The types Rocq printed, kept across the worker's theorems (`app.chain_names`)."""
 
-    def open(self, file: dico.FileNames, timeout: float) -> RocqSession:
+    def open(self, file: FileNames, timeout: float) -> RocqSession:
         """The session on the file (started when the worker moves to another file)."""
         self.session.timeout = timeout
         if self.opened != (file.path, file.content_hash):

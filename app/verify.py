@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from app.chains import OPEN_TAG, parse_chains
 from app.cot import CODE_KINDS, Block, CotError, same_code, shown_code
 from app.db.models import Library, SourceFile, Theorem
-from app.dictionary import sentence_index
 from app.exports.examples import TrainingExample, read_examples
 from app.exports.records import library_names
+from app.file_names import sentence_index
 from app.identifiers import unintroduced
 from app.plural import plural
 from app.rocq.positions import Position

@@ -54,8 +54,9 @@ from app.availability import Availability, availability
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, SourceFile, Theorem
-from app.dictionary import LOCAL_KINDS, ORDER_STRIDE
+from app.dictionary import ORDER_STRIDE
 from app.embedding import DEFAULT_MODEL, EmbeddingSettings, embedder
+from app.file_names import LOCAL_KINDS
 from app.retrieval import Retriever
 from app.rocq.glob import read_glob
 from app.rocq.lexer import header_docs

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import dictionary as dico
+from app import file_names, llm4docq
 from app.db import engine as db
 from app.db.models import LibraryObject, SourceFile
 from tests.test_step_4 import build, demo  # noqa: F401 (the module fixture)
@@ -26,7 +27,7 @@ def sentences(*texts: str) -> list[dict]:
 
 
 def test_scope_stacks_follow_modules_and_sections() -> None:
-    stacks = dico.scope_stacks(
+    stacks = file_names.scope_stacks(
         sentences(
             "Module M.",
             "Section S.",
@@ -93,8 +94,8 @@ def test_dictionary_file_errors_name_the_file_and_the_entry(
 ) -> None:
     path = tmp_path / "dictionary.json"
     path.write_text(content)
-    with pytest.raises(dico.DictionaryFileError) as raised:
-        dico.read_llm4docq(path)
+    with pytest.raises(llm4docq.DictionaryFileError) as raised:
+        llm4docq.read_llm4docq(path)
     assert str(raised.value).startswith(f"{path}: ") and message in str(raised.value)
 
 
@@ -114,7 +115,7 @@ def test_dictionary_of_a_library(demo, subprocess_env, tmp_path: Path) -> None: 
         (d["fqn"], d["kind"])
         for f in files.values()
         for d in f.glob["definitions"]
-        if d["kind"] not in dico.LOCAL_KINDS
+        if d["kind"] not in file_names.LOCAL_KINDS
     }
     assert set(objects) == expected and summary.objects == len(expected)
     double = objects[("demo.base.double", "def")]
@@ -131,7 +132,7 @@ def test_dictionary_of_a_library(demo, subprocess_env, tmp_path: Path) -> None: 
 
     exported = tmp_path / "dictionary.json"
     with db.session_factory()() as session:
-        data = dico.export_dictionary(session)
+        data = llm4docq.export_dictionary(session)
     for entry in data["objects"]:
         entry["value"]["docstring"] = f"about {entry['keys'][0]}"
     for table in data["notations"]["scope"].values():
@@ -140,9 +141,9 @@ def test_dictionary_of_a_library(demo, subprocess_env, tmp_path: Path) -> None: 
     data["objects"].append({"keys": ["elsewhere.x"], "value": {"docstring": "not ours"}})
     exported.write_text(json.dumps(data))
     with db.session_factory().begin() as session:
-        imported = dico.import_dictionary(session, exported)
+        imported = llm4docq.import_dictionary(session, exported)
         dico.build_dictionary(session)  # a rebuild keeps the dictionary file's docstrings
-        again = dico.export_dictionary(session)
+        again = llm4docq.export_dictionary(session)
     assert imported.unmatched == ("elsewhere.x",)
     assert again["objects"] == data["objects"][:-1] and again["notations"] == data["notations"]
     assert objects_by_key()[("demo.base.double", "def")].docstring_source == "dictionary"

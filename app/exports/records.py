@@ -33,7 +33,7 @@ from app.db.models import (
     Theorem,
 )
 from app.db.toolchain import recorded
-from app.dictionary import export_dictionary
+from app.llm4docq import export_dictionary
 from app.results import filtered_blocks, job_params, load_cots
 from app.split import Marked
 

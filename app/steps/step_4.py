@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app import dictionary as dico
+from app import llm4docq
 from app.db.enums import Stage, Status
 from app.db.models import Library, ProofStep, SourceFile, Theorem
 from app.evaluator import (
@@ -31,6 +32,7 @@ from app.evaluator import (
     run,
 )
 from app.file_claims import largest_files_first
+from app.file_names import file_names
 from app.options import RocqBin, use_rocq
 from app.stages import StageSpec, register
 
@@ -51,7 +53,7 @@ def load(session: Session, row_id: int) -> TheoremInput:
         .join(Library, SourceFile.library_id == Library.id)
         .where(Theorem.id == row_id)
     ).one()
-    file = dico.file_names(session, row.file_id, row.content_hash)
+    file = file_names(session, row.file_id, row.content_hash)
     timeout = float(row.settings.get("pet_timeout") or DEFAULT_TIMEOUT)
     return TheoremInput(*row[:6], file, timeout, row[-1])
 
@@ -189,7 +191,7 @@ def command(
     ensure_schema()
     with session_factory().begin() as session:
         built = dico.build_dictionary(session)
-        imported = dico.import_dictionary(session, dictionary) if dictionary else None
+        imported = llm4docq.import_dictionary(session, dictionary) if dictionary else None
         set_timeout(session, pet_timeout)
         queued = queue_all(session) if all_ else 0
     stats = run_workers([SPEC], concurrency=max_workers)
