@@ -200,7 +200,8 @@ def report(plain_s: float, ours: TraceRun, facts: dict[str, Any], jobs: int) -> 
     print(f"coq_makefile + make -j{jobs}: {plain_s:.1f} s")
     for stage, seconds in ours.stages.items():
         print(f"{stage}: {seconds:.1f} s ({seconds / plain_s:.2f}x the plain build)")
-        load = ours.loads.get(stage, StageLoad())
+        if (load := ours.loads.get(stage)) is None:
+            continue  # the export says when it ends only
         cores = ", ".join(f"cpu{i} {100 * share:.0f}%" for i, share in enumerate(load.cores))
         loads = load.loads or [0.0]
         print(f"  whole machine: busy {cores}; load average (1 min) mean "
