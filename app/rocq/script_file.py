@@ -128,15 +128,12 @@ class ScriptFile:
 
     def _statements(self) -> Iterator[tuple[int, list[str]]]:
         """Index and module path (sections excluded, as in qualified names) of statements."""
-        scopes: list[tuple[str, bool]] = []
+        scopes = _Scopes()
         for index, (start, end) in enumerate(self.sentences):
             text = self.source.byte_slice(start, end)
+            scopes.read(text)
             if m := _STATEMENT.match(text):
-                yield index, [name for name, module in scopes if module] + [m.group(1)]
-            elif (m := _SCOPE.match(text)) and ":=" not in text:
-                scopes.append((m.group(2), m.group(1) == "Module"))
-            elif (m := _END.match(text)) and scopes and scopes[-1][0] == m.group(1):
-                scopes.pop()
+                yield index, [*scopes.modules, m.group(1)]
 
 
 def _skippable_proofs(
@@ -145,7 +142,7 @@ def _skippable_proofs(
     """Proofs of lemmas made of plain proof sentences up to `Qed.`, outside sections or with
     the section variables they use known (`using`: by the index of their `Qed.`; `recorded`:
     the build recorded Rocq's suggestions)."""
-    sections = _Sections()
+    sections = _Scopes()
     for index, text in enumerate(texts):
         sections.read(text)
         opaque = _OPAQUE_STATEMENT.match(text)
@@ -162,7 +159,7 @@ def _skippable_proofs(
 
 
 @dataclass
-class _Sections:
+class _Scopes:
     """The modules and sections open at a sentence, and whether each section declared a
     variable (or hypothesis, context, `Let`) so far."""
 
@@ -183,9 +180,14 @@ class _Sections:
     def in_section(self) -> bool:
         return any(section for _, section in self.open)
 
+    @property
+    def modules(self) -> list[str]:
+        """The open modules' names, outermost first (a qualified name's path: no section)."""
+        return [name for name, section in self.open if not section]
+
 
 def _replacement(
-    first: str, used: str | None, recorded: bool, sections: _Sections
+    first: str, used: str | None, recorded: bool, sections: _Scopes
 ) -> tuple[str, ...] | None:
     """What runs instead of a proof: None if its section variables are unknown."""
     if not sections.in_section:
