@@ -212,19 +212,21 @@ def run(item: TheoremInput, held: Replayer) -> Outcome:
 class FileWalk:
     """Follows the file's own proof sentences while the chains are the same sentences."""
 
+    session: RocqSession
+    file: str
     sentences: list[dict[str, Any]]
     position: int = 0
     diverged: bool = False
 
-    def next_state(self, session: RocqSession, file: str, state: State, chain: Chain) -> State:
+    def next_state(self, state: State, chain: Chain) -> State:
         """The state after a chain: the file's prefix when it matches, else a run on top."""
         wanted = [normalized(s) for s in chain.sentences]
         got = self.sentences[self.position : self.position + len(wanted)]
         if not self.diverged and [normalized(s["text"]) for s in got] == wanted:
             self.position += len(wanted)
-            return session.at(file, Position(**got[-1]["end"]))
+            return self.session.at(self.file, Position(**got[-1]["end"]))
         self.diverged = True
-        return session.run(state, chain.script)
+        return self.session.run(state, chain.script)
 
 
 class Evaluator:
@@ -251,7 +253,7 @@ class Evaluator:
         opening = proof.pop(0) if proof and PROOF_START.match(proof[0]["text"]) else statement
         start = self.session.at(file.path, Position(**opening["end"]))
         self._global_variables(start)
-        walk = FileWalk(proof)
+        walk = FileWalk(self.session, file.path, proof)
         replayed = self._replay(item.fqn, parse_chains(self.text), start, walk)
         assert start.goals is not None
         haves = replayed.haves
@@ -301,7 +303,7 @@ class Evaluator:
                 elif have is not None and have.statement is not None:
                     state, have = self._in_place(fqn, have, chain, state, walk)
                 else:
-                    state = walk.next_state(self.session, self.file.path, state, chain)
+                    state = walk.next_state(state, chain)
             except RocqSessionError as error:
                 raise ReplayFailed(f"{_where(fqn, number, chains)}: {_message(error)}") from None
             if have is not None:
@@ -327,13 +329,13 @@ class Evaluator:
         goal = have.statement.goal
         head = in_place(goal, chain, have.chains)
         if head is None or goal is None:
-            return walk.next_state(self.session, self.file.path, state, chain), have
-        opened = walk.next_state(self.session, self.file.path, state, _part(chain, 0, head))
+            return walk.next_state(state, chain), have
+        opened = walk.next_state(state, _part(chain, 0, head))
         assert opened.goals is not None
         view = LemmaView.opened(opened.goals, goal)
         if view is None:
             proof = _part(chain, head, len(chain.sentences))
-            return walk.next_state(self.session, self.file.path, opened, proof), have
+            return walk.next_state(opened, proof), have
         inner = self._replay(f"{parent}_have_{have.index}", have.chains, opened, walk, view)
         if not inner.shown:
             return inner.end, have
