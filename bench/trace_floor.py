@@ -8,14 +8,19 @@ files), whatever it records besides. This benchmark measures, in one run, on a l
 
 - the plain build: `coq_makefile` + `make -jN`, as `bench/trace.py` times it;
 - then, on every file with N files at a time: `coqc`; `coqc -vos`, a build that skips opaque
-  proofs (which the replay checks anyway); and the replay with goals after every sentence, in a
-  `RocqSession` (`bench.replay.replay`). Each file is a copy compiled against the installed
-  library, so files are independent and every phase runs the same jobs on the same cores.
+  proofs (which the replay checks anyway); the replay with goals after every sentence, in a
+  `RocqSession` (`bench.replay.replay`); and `coqc` of the file with `Show.` after every proof
+  sentence, which prints the goals from the build itself (proof sentences found by keywords:
+  a file where that guess fails is named and left out of that figure). Each file is a copy
+  compiled against the installed library, so files are independent and every phase runs the
+  same jobs on the same cores.
 
-The last line is `RESULT floor_over_make=<1 + replay / make> vos_floor_over_make=<(coqc -vos +
-replay) / coqc> replay_over_make=<replay / make> files=<n>`. A trace that builds, then replays,
-cannot go below the first figure (it is `bench.trace`'s `trace_over_make` for a trace that does
-nothing but fetch goals); one whose build skipped the opaque proofs, below the second.
+The last line is `RESULT floor_over_make=<1 + replay / make> vos_floor_over_make=<coqc -vos /
+coqc + replay / make> replay_over_make=<replay / make> show_over_coqc=<coqc printing goals / coqc>
+files=<n>`. A trace that builds, then replays, cannot go below the first figure (it is
+`bench.trace`'s `trace_over_make` for a trace that does nothing but fetch goals); one whose build
+skipped the opaque proofs, below the second. The last is what a trace printed by the build
+itself would pay for its goals.
 
     python -m bench.trace_floor [--rocq-bin DIR] [--jobs N]
 """
@@ -24,14 +29,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from app.rocq.sentences import split_sentences
+from app.rocq.state import RocqSessionError
 from app.rocq.toolchain import Toolchain
 from app.steps.step_0 import library_arguments
 from bench.build_extract import plain
@@ -46,6 +55,37 @@ def compile_vos(toolchain: Toolchain, file: Path, out_dir: Path) -> None:
     subprocess.run(command, check=True, capture_output=True)
 
 
+_STATEMENT = re.compile(
+    rb"(#\[[^\]]*\]\s*)*((Local|Global|Polymorphic|Monomorphic)\s+)*"
+    rb"(Lemma|Theorem|Fact|Remark|Corollary|Proposition|Property|Goal|Next Obligation)\b"
+)
+_PROOF_END = re.compile(rb"(Qed|Defined|Admitted|Abort|Save)\b")
+
+
+def with_goals_shown(data: bytes) -> bytes:
+    """The file with `Show.` after its statements and every sentence of their proofs."""
+    out, previous, in_proof = [], 0, False
+    for start, end in split_sentences(data):
+        out.append(data[previous:end])
+        previous = end
+        sentence = data[start:end]
+        if in_proof and _PROOF_END.match(sentence):
+            in_proof = False
+        elif in_proof or _STATEMENT.match(sentence) or sentence == b"Proof.":
+            in_proof = True
+            out.append(b" Show.")
+    out.append(data[previous:])
+    return b"".join(out)
+
+
+def compile_showing_goals(toolchain: Toolchain, file: Path, out_dir: Path) -> None:
+    """Compile a copy of `file` that prints its goals (`with_goals_shown`)."""
+    shown = out_dir / file.name
+    shown.write_bytes(with_goals_shown(file.read_bytes()))
+    command = toolchain.command("coqc", str(shown))
+    subprocess.run(command, check=True, capture_output=True)
+
+
 def copies(library: Path, work: Path) -> list[Path]:
     """Copies of the library's files, largest first so that the jobs end together."""
     copied = []
@@ -56,12 +96,33 @@ def copies(library: Path, work: Path) -> list[Path]:
     return sorted(copied, key=lambda f: f.stat().st_size, reverse=True)
 
 
-def phase(files: list[Path], jobs: int, action: Callable[[Path], object]) -> float:
-    """Wall seconds to run `action` on every file, `jobs` at a time."""
+@dataclass(frozen=True)
+class Phase:
+    """One action on every file: its wall time, and each file's seconds (None: it failed)."""
+
+    wall: float
+    seconds: dict[Path, float | None]
+
+
+def phase(files: list[Path], jobs: int, action: Callable[[Path], object]) -> Phase:
+    """Run `action` on every file, `jobs` at a time; a file where it fails is named."""
+
+    def one(file: Path) -> float | None:
+        started = time.perf_counter()
+        try:
+            action(file)
+        except subprocess.CalledProcessError as error:
+            print(f"  {file.name}: {error.stderr.decode(errors='replace')[-300:]}", flush=True)
+            return None
+        except RocqSessionError as error:
+            print(f"  {file.name}: {error}", flush=True)
+            return None
+        return time.perf_counter() - started
+
     started = time.perf_counter()
     with ThreadPoolExecutor(jobs) as pool:
-        list(pool.map(action, files))
-    return time.perf_counter() - started
+        seconds = dict(zip(files, pool.map(one, files), strict=True))
+    return Phase(time.perf_counter() - started, seconds)
 
 
 def main() -> None:
@@ -85,15 +146,22 @@ def main() -> None:
 
         print(f"{len(files)} files of {library}, {args.jobs} at a time", flush=True)
         coqc = phase(files, args.jobs, lambda f: compile_with_coqc(toolchain, f, out_dir(f, "vo")))
-        print(f"coqc: {coqc:.1f} s", flush=True)
+        print(f"coqc: {coqc.wall:.1f} s", flush=True)
         vos = phase(files, args.jobs, lambda f: compile_vos(toolchain, f, out_dir(f, "vos")))
-        print(f"coqc -vos: {vos:.1f} s ({vos / coqc:.2f}x)", flush=True)
-        walked = phase(files, args.jobs, lambda f: replay(toolchain, f))
+        print(f"coqc -vos: {vos.wall:.1f} s ({vos.wall / coqc.wall:.2f}x)", flush=True)
+        walked = phase(files, args.jobs, lambda f: replay(toolchain, f)).wall
         print(f"replay with goals: {walked:.1f} s ({walked / make:.2f}x make)", flush=True)
+        shown = phase(
+            files, args.jobs, lambda f: compile_showing_goals(toolchain, f, out_dir(f, "show"))
+        ).seconds
+        kept = [f for f, t in shown.items() if t is not None and coqc.seconds[f] is not None]
+        show_ratio = sum(shown[f] for f in kept) / sum(coqc.seconds[f] for f in kept)
+        print(f"coqc printing goals: {show_ratio:.2f}x coqc on {len(kept)} files", flush=True)
     print(
         f"RESULT floor_over_make={1 + walked / make:.2f} "
-        f"vos_floor_over_make={(vos + walked) / coqc:.2f} replay_over_make={walked / make:.2f} "
-        f"files={len(files)}"
+        f"vos_floor_over_make={vos.wall / coqc.wall + walked / make:.2f} "
+        f"replay_over_make={walked / make:.2f} "
+        f"show_over_coqc={show_ratio:.2f} files={len(files)}"
     )
 
 
