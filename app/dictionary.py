@@ -68,7 +68,7 @@ def file_objects(
 ) -> list[DictionaryObject]:
     """The dictionary objects one file defines, in file order."""
     starts = [s["byte_start"] for s in sentences]
-    stacks = scope_stacks(sentences)
+    stacks = scope_stacks(sentences, definitions)
     objects = []
     for definition in definitions:
         if definition["kind"] in LOCAL_KINDS:

@@ -26,6 +26,9 @@ LOCAL_KINDS = frozenset({"binder", "var", "sec"})
 _OPEN = re.compile(r"(Module|Section)\s+(?:(?:Type|Import|Export)\s+)?([A-Za-z_][\w']*)")
 _CLOSE = re.compile(r"End\s+([A-Za-z_][\w']*)\s*\.$")
 _LET = re.compile(r"(?:#\[[^\]]*\]\s*)?(?:Local\s+)?Let\b")
+_HB_BUILDERS = re.compile(r"(?:#\[[^\]]*\]\s*)?HB\.builders\b")
+_HB_COMMAND = re.compile(r"(?:#\[[^\]]*\]\s*)?HB\.(\w+)")
+_HB_END = re.compile(r"HB\.end\s*\.$")
 _CONTEXT = re.compile(r"(?:#\[[^\]]*\]\s*)?Context\b")
 
 
@@ -47,23 +50,35 @@ class Scope:
         return self.start <= byte < self.end
 
 
-def scope_stacks(sentences: Sequence[dict[str, Any]]) -> list[tuple[Scope, ...]]:
+def scope_stacks(
+    sentences: Sequence[dict[str, Any]], definitions: Sequence[dict[str, Any]] = ()
+) -> list[tuple[Scope, ...]]:
     """For each sentence, the modules and sections around it, outermost first.
 
     A `Module X.` or `Section X.` sentence (not `Module X := …`) opens a scope, `End X.`
-    closes the innermost one; scopes left open run to the end of the file.
+    closes the innermost one; scopes left open run to the end of the file. Hierarchy-Builder's
+    `HB.builders Context T of F T.` opens a section that the text does not name, with the
+    section variables it declares (`T`, a mixin), until `HB.end.`: its name is the one the
+    glob's `sec` definition in that sentence gives (`Builders_41`), when `definitions` are the
+    file's glob definitions.
     """
+    generated = {d["byte_start"]: d["name"] for d in definitions if d["kind"] == "sec"}
     opened: dict[int, tuple[str, str]] = {}
     closed: dict[int, int] = {}
+    builders: set[int] = set()
     stack: list[int] = []
     stacks: list[tuple[int, ...]] = []
     for sentence in sentences:
-        text = sentence["text"]
+        text, start = sentence["text"], sentence["byte_start"]
         stacks.append(tuple(stack))
         if (m := _OPEN.match(text)) and ":=" not in text:
-            opened[sentence["byte_start"]] = (m.group(1), m.group(2))
-            stack.append(sentence["byte_start"])
-        elif (m := _CLOSE.match(text)) and stack and opened[stack[-1]][1] == m.group(1):
+            opened[start] = (m.group(1), m.group(2))
+            stack.append(start)
+        elif _HB_BUILDERS.match(text):
+            opened[start] = ("Section", generated.get(start, ""))
+            builders.add(start)
+            stack.append(start)
+        elif stack and _closes(text, opened[stack[-1]][1], stack[-1] in builders):
             closed[stack.pop()] = sentence["byte_end"]
     end = sentences[-1]["byte_end"] if sentences else 0
     scopes = {
@@ -71,6 +86,14 @@ def scope_stacks(sentences: Sequence[dict[str, Any]]) -> list[tuple[Scope, ...]]
         for start, (kind, name) in opened.items()
     }
     return [tuple(scopes[start] for start in stack) for stack in stacks]
+
+
+def _closes(text: str, name: str, builders: bool) -> bool:
+    """Whether a sentence ends the innermost scope: `End <its name>.`, or `HB.end.` for the
+    section of an `HB.builders`."""
+    if builders:
+        return _HB_END.match(text) is not None
+    return (m := _CLOSE.match(text)) is not None and m.group(1) == name
 
 
 def sentence_index(sentences: Sequence[dict[str, Any]], starts: Sequence[int], byte: int) -> int:
@@ -149,7 +172,9 @@ class FileNames:
     """`(directory, logical prefix)` of its library."""
     sentences: tuple[dict[str, Any], ...]
     starts: tuple[int, ...]
-    stacks: tuple[tuple[Scope, ...], ...]
+    scopes_after: tuple[tuple[Scope, ...], ...]
+    """The modules and sections open just after each sentence (`HB.builders` declares
+    variables in the section it opens)."""
     refs: tuple[Ref, ...]
     ref_starts: tuple[int, ...]
     sections_of: dict[str, tuple[Scope, ...]]
@@ -180,7 +205,7 @@ class FileNames:
         for name, declarations in self.variables.items():
             for sentence, start, end in declarations:
                 ends = self.sentences[sentence]["byte_end"]
-                if ends <= byte and all(s.opened_at(byte) for s in self.stacks[sentence]):
+                if ends <= byte and all(s.opened_at(byte) for s in self.scopes_after[sentence]):
                     found[name] = (start, end)
         return found
 
@@ -225,13 +250,15 @@ def _read_names(session: Session, file_id: int, content_hash: str) -> FileNames:
         .join(Library, SourceFile.library_id == Library.id)
         .where(SourceFile.id == file_id)
     ).one()
-    stacks, starts = scope_stacks(sentences), [s["byte_start"] for s in sentences]
+    definitions, starts = glob.get("definitions", []), [s["byte_start"] for s in sentences]
+    stacks = scope_stacks(sentences, definitions)
+    after = [*stacks[1:], *stacks[-1:]]  # what a sentence defines is inside what it opens
     refs = sorted(_refs(glob.get("references", []), text.encode("utf-8")), key=lambda r: r.start)
     sections_of: dict[str, tuple[Scope, ...]] = {}
     declared: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for definition in glob.get("definitions", []):
+    for definition in definitions:
         index = sentence_index(sentences, starts, definition["byte_start"])
-        around = tuple(s for s in stacks[index] if s.kind == "Section") if stacks else ()
+        around = tuple(s for s in after[index] if s.kind == "Section") if after else ()
         if around and definition["kind"] not in LOCAL_KINDS:
             sections_of.setdefault(definition["fqn"], around)
         if around and _is_variable(definition["kind"], sentences[index]["text"]):
@@ -250,7 +277,7 @@ def _read_names(session: Session, file_id: int, content_hash: str) -> FileNames:
         (output, prefix),
         tuple(sentences),
         tuple(starts),
-        tuple(stacks),
+        tuple(after),
         tuple(refs),
         tuple(ref.start for ref in refs),
         sections_of,
@@ -260,11 +287,16 @@ def _read_names(session: Session, file_id: int, content_hash: str) -> FileNames:
 
 
 def _is_variable(kind: str, sentence: str) -> bool:
-    """Section variables (`Variable`, `Hypothesis`; `Context`, whose glob calls them binders)
-    and section-local `Let`s."""
+    """Section variables (`Variable`, `Hypothesis`; `Context`, whose glob calls them binders;
+    those `HB.builders` declares) and section-local `Let`s. Other Hierarchy-Builder commands
+    (`HB.instance Definition _ n := …`, `HB.factory`, `HB.mixin`) declare their parameters as
+    variables of a section they close themselves: not in scope after them."""
     if kind == "binder":
         return _CONTEXT.match(sentence) is not None
-    return kind == "var" or (kind == "def" and _LET.match(sentence) is not None)
+    if kind == "var":
+        command = _HB_COMMAND.match(sentence)
+        return command is None or command.group(1) == "builders"
+    return kind == "def" and _LET.match(sentence) is not None
 
 
 def _refs(references: list[dict[str, Any]], data: bytes) -> Iterable[Ref]:

@@ -47,6 +47,25 @@ def test_scope_stacks_follow_modules_and_sections() -> None:
     assert section.kind == "Section" and section.opened_at(20) and not section.opened_at(60)
 
 
+def test_hierarchy_builder_builders_open_a_section_named_by_the_glob() -> None:
+    """`HB.builders` opens a section the text does not name, with the variables it declares
+    itself, until `HB.end.`; its name is the glob's."""
+    laid_out = sentences(
+        "Module Num.",
+        "HB.builders Context R of IsNum R.",
+        "Lemma a : True.",
+        "HB.end.",
+        "Lemma b : True.",
+    )
+    builders = laid_out[1]["byte_start"]
+    definitions = [{"kind": "sec", "byte_start": builders, "name": "Builders_41"}]
+    stacks = file_names.scope_stacks(laid_out, definitions)
+    names = [[scope.name for scope in stack] for stack in stacks]
+    assert names == [[], ["Num"], ["Num", "Builders_41"], ["Num", "Builders_41"], ["Num"]]
+    section = stacks[2][1]
+    assert section.kind == "Section" and section.end == laid_out[3]["byte_end"]
+
+
 def test_header_docstrings_and_trust() -> None:
     objects = [
         dico.DictionaryObject(

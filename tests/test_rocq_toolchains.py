@@ -2,7 +2,8 @@
 MathComp 2.3 on Debian 12) and Rocq 9.2 with Stdlib (`tests/toolchains.py` makes the roots).
 
 The Rocq layer runs on each of the three; steps 0 and 1 and the glob reader run on the other
-release's MathComp; the database refuses a toolchain other than the one it was made with.
+release's MathComp, steps 2 and 4 in a Hierarchy-Builder section of a file on top of it; the
+database refuses a toolchain other than the one it was made with.
 Expected values come from each toolchain: its `coqc -time`, its `.glob` and `.v` files.
 """
 
@@ -21,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import engine as db
-from app.db.models import SourceFile
+from app.db.models import SourceFile, Theorem
 from app.rocq.glob import read_glob
 from app.rocq.positions import Position, SourceText
 from app.rocq.sentences import split_sentences
@@ -186,6 +187,63 @@ def check_against_the_globs(installed: Path, output: Path) -> set[str]:
     skipped = sum(f.theorems_skipped for f in files.values())
     assert set(theorems) <= expected and len(expected) == len(theorems) + skipped
     return expected
+
+
+HB_BUILDERS_V = """From HB Require Import structures.
+From mathcomp Require Import ssreflect ssrfun ssrbool eqtype.
+
+HB.mixin Record HasFlip T of Equality T := { flip : T -> T; flipK : involutive flip }.
+HB.structure Definition Flipped := { T of Equality T & HasFlip T }.
+
+HB.factory Record HasInvolution T of Equality T := { inv : T -> T; invK : involutive inv }.
+
+HB.builders Context T of HasInvolution T.
+  Lemma inv_eq (x y : T) : (inv x == inv y) = (x == y).
+  Proof.
+  have same : (inv x == inv y) = (x == y) by rewrite (inj_eq (inv_inj invK)).
+  exact: same.
+  Qed.
+  HB.instance Definition _ := HasFlip.Build T inv invK.
+HB.end.
+
+Section Later.
+Variable U : eqType.
+Definition twin (n : nat) := U.
+HB.instance Definition _ (n : nat) := Equality.copy (twin n) U.
+
+Lemma after (n : nat) (x : U) : x == x.
+Proof. have refl : x == x by rewrite eqxx. exact: refl. Qed.
+End Later.
+"""
+
+
+def test_steps_2_and_4_in_a_hierarchy_builder_section(
+    other_toolchain: Toolchain, tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """`HB.builders` opens a section with variables (the type, its mixins) that the text never
+    declares. They are the lemma's global variables, not the have's hypotheses: reverting them
+    to check the have's statement fails (a canonical instance of the section uses the mixin).
+    `HB.instance Definition _ (n : nat)` declares `n` in a section of its own: a later binder
+    `n` is the lemma's, not a section variable."""
+    source = tmp_path / "hb"
+    source.mkdir()
+    (source / "hb.v").write_text(HB_BUILDERS_V)
+    env = dict(subprocess_env, ROCQCOT_ROCQ_BIN=str(other_toolchain.bin_dir))
+    step0 = ("step", "0", "--input", str(source), "--output", str(tmp_path / "out"))
+    for step in (step0, ("step", "1"), ("step", "2"), ("step", "4", "--all")):
+        done = rocqcot(env, *step)
+        assert done.returncode == 0, done.stdout + done.stderr
+    with db.session_factory()() as session:
+        rows = session.execute(sa.select(Theorem.fqn, Theorem.status, Theorem.evaluation)).all()
+    assert sorted((fqn.rsplit(".", 1)[1], str(status)) for fqn, status, _ in rows) == [
+        ("after", "done"), ("after_have_1", "done"), ("inv_eq", "done"), ("inv_eq_have_1", "done")
+    ]  # fmt: skip
+    evaluations = {fqn.rsplit(".", 1)[1]: evaluation for fqn, _, evaluation in rows}
+    hidden = [v["names"] for v in evaluations["inv_eq"]["global_variables"]]
+    assert hidden[:2] == [["T"], ["local_mixin_eqtype_hasDecEq"]]
+    assert evaluations["inv_eq_have_1"]["statement"].startswith("Lemma inv_eq_have_1 (x y : T) :")
+    assert [v["names"] for v in evaluations["after"]["global_variables"]] == [["U"]]
+    assert evaluations["after_have_1"]["statement"].startswith("Lemma after_have_1 (n : nat)")
 
 
 def test_every_mathcomp_glob_of_the_other_release_reads(other_toolchain: Toolchain) -> None:
