@@ -11,6 +11,11 @@ Elaboration under a lemma's binders is not elaboration in a context of hypothese
 named binder, Rocq infers the implicit predicate of `{in A, forall x (y := f x), P y}` without
 its `let` (and the lemma's `move=> x Ax y` has no `y` to introduce). So each part that follows
 a binder is elaborated under a named binder of its own (`_nested`).
+
+A part that no printing gives back may still be accepted as `convertible` (`unify`): on
+Hierarchy-Builder's MathComp, a hypothesis typed by an inline structure instance
+(`seq (Nmodule.sort (GRing_UnitRing__to__GRing_Nmodule (UnitRing.Pack …)))`) reads back, even
+from `Set Printing All`, as another term with the same meaning.
 """
 
 from __future__ import annotations
@@ -21,14 +26,17 @@ from collections.abc import Iterable
 from app.have_parts import WORD, Binder, PrintedGoal
 
 
-def same_goal(binders: tuple[Binder, ...], conclusion: str) -> str:
+def same_goal(
+    binders: tuple[Binder, ...], conclusion: str, convertible: frozenset[int] = frozenset()
+) -> str:
     """A tactic that fails unless the statement is the have's goal: its hypotheses reverted,
     then introduced again one by one under the binders' names, each checked against its
     binder elaborated in the context of those before it, then the goal against the conclusion
-    (as Rocq elaborates a lemma's binders and statement)."""
+    (as Rocq elaborates a lemma's binders and statement); the parts in `convertible` need only
+    be convertible."""
     steps = _revert(binders)
     for index in range(len(binders) + 1):
-        steps += _part_steps(binders, conclusion, index)
+        steps += _part_steps(binders, conclusion, index, compare=_comparison(index in convertible))
     return "; ".join(steps)
 
 
@@ -50,27 +58,39 @@ _FAILED_PART_MARK = "rocqcot-failed-part-"
 _FAILED_PART = re.compile(rf"{_FAILED_PART_MARK}(\d+)")
 
 
-def same_part(printed: PrintedGoal, index: int) -> str:
+def same_part(printed: PrintedGoal, index: int, convertible: bool = False) -> str:
     """A tactic that fails unless binder `index` (the conclusion after the last) is what the
-    have's goal has there (the binders before it introduced, not checked)."""
+    have's goal has there (the binders before it introduced, not checked), or only
+    `convertible` to it."""
     before = printed.binders[:index]
     steps = _revert(printed.binders)
     steps += [f"intros {' '.join(n for b in before for n in b.names)}"] if before else []
-    steps += _part_steps(printed.binders, printed.conclusion, index)
+    steps += _part_steps(
+        printed.binders, printed.conclusion, index, compare=_comparison(convertible)
+    )
     return "; ".join(steps)
 
 
+def _comparison(convertible: bool) -> str:
+    """The tactic comparing a part of the goal with its elaborated text."""
+    return "unify" if convertible else "constr_eq_nounivs"
+
+
 def _part_steps(
-    binders: tuple[Binder, ...], conclusion: str, index: int, reported: bool = False
+    binders: tuple[Binder, ...],
+    conclusion: str,
+    index: int,
+    reported: bool = False,
+    compare: str = "constr_eq_nounivs",
 ) -> list[str]:
     """Part `index` introduced and checked, the binders before it introduced: binder `index`
     under each of its names, elaborated under a named binder when one comes before it (as in
-    a lemma), or the goal against the conclusion after the last binder. With `reported`, the
-    check says that the part fails (`idtac`) instead of failing."""
+    a lemma), or the goal against the conclusion after the last binder, with the `compare`
+    tactic. With `reported`, the check says that the part fails (`idtac`) instead of failing."""
     if index == len(binders):
-        check = _is_goal(conclusion, nested=bool(binders))
+        check = _is_goal(conclusion, nested=bool(binders), compare=compare)
     else:
-        check = _is_last(binders[index], nested=index > 0)
+        check = _is_last(binders[index], nested=index > 0, compare=compare)
     if reported:
         check = f'tryif ({check}) then idtac else idtac "{_FAILED_PART_MARK}{index}"'
     if index == len(binders):
@@ -84,9 +104,9 @@ def _revert(binders: tuple[Binder, ...]) -> list[str]:
     return [f"do {count} lazymatch goal with H : _ |- _ => revert H end"] if count else []
 
 
-def _is_last(binder: Binder, nested: bool) -> str:
+def _is_last(binder: Binder, nested: bool, compare: str) -> str:
     """A tactic that fails unless the last hypothesis is what `binder` says, elaborated there
-    (under a named binder when `nested`)."""
+    (under a named binder when `nested`), as `compare` decides."""
     if binder.body is not None:
         h, b, ty, x, u, v, z = _fresh(binder.text, "H", "b", "ty", "x", "u", "v", "z")
         let = f"let _ : {binder.type} := ({binder.body}) in Prop"
@@ -94,7 +114,7 @@ def _is_last(binder: Binder, nested: bool) -> str:
             f"lazymatch goal with {h} := [?{b}] : ?{ty} |- _ => "
             f"let {x} := constr:({_nested(let, nested, z)}) in "
             f"lazymatch {x} with {_nested(f'let _ : ?{u} := ?{v} in _', nested)} => "
-            f"constr_eq_nounivs {ty} {u}; constr_eq_nounivs {b} {v} end end"
+            f"{compare} {ty} {u}; {compare} {b} {v} end end"
         )
     h, ty, x, u, z = _fresh(binder.text, "H", "ty", "x", "u", "z")
     product = f"forall _ : {binder.type}, Prop"
@@ -102,19 +122,19 @@ def _is_last(binder: Binder, nested: bool) -> str:
         f"lazymatch goal with {h} : ?{ty} |- _ => "
         f"let {x} := constr:({_nested(product, nested, z)}) in "
         f"lazymatch {x} with {_nested(f'forall _ : ?{u}, _', nested)} => "
-        f"constr_eq_nounivs {ty} {u} end end"
+        f"{compare} {ty} {u} end end"
     )
 
 
-def _is_goal(term: str, nested: bool) -> str:
+def _is_goal(term: str, nested: bool, compare: str) -> str:
     """A tactic that fails unless the goal is `term` (elaborated as a type: in a product, under
-    a named binder when `nested`)."""
+    a named binder when `nested`), as `compare` decides."""
     g, t, u, z = _fresh(term, "g", "t", "u", "z")
     return (
         f"lazymatch goal with |- ?{g} => "
         f"let {t} := constr:({_nested(f'forall _ : Prop, {term}', nested, z)}) in "
         f"lazymatch {t} with {_nested(f'forall _, ?{u}', nested)} => "
-        f"constr_eq_nounivs {g} {u} end end"
+        f"{compare} {g} {u} end end"
     )
 
 

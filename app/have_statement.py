@@ -11,7 +11,8 @@ goal is printed as displayed, then with coercions and implicit arguments; when n
 back, each binder and the conclusion take the most readable of `PRINTINGS` that gives them back
 (one Rocq check per printing says which parts do, and so whether the whole goal does: a goal of
 MathComp's group theory has dozens of hypotheses, and checking them one at a time made stating
-the haves most of step 4's time). A
+the haves most of step 4's time). A part that none gives back is stated as displayed if Rocq
+finds it convertible to the goal's (`CONVERTIBLE`, said in the statement's printing). A
 theorem's later haves try first the printings its earlier haves' parts needed
 (`PrintingMemory`): they share most hypotheses, and then one check states them.
 
@@ -54,6 +55,9 @@ CAST = "(local definitions cast to their types)"
 """A printing's local definitions written `(x : T := ((body) : T))`: without the cast, Rocq
 types a definition by its body (`Type`), not by the type shown (`predArgType`), once a
 tactic has dropped the cast the definition was made with."""
+CONVERTIBLE = "(as displayed, only convertible)"
+"""A part that no printing gives back as its very term, stated as displayed because Rocq finds
+the two convertible (`app.have_checks`): its lemma may display otherwise than the have."""
 PLAIN_CAST, IMPLICIT_CAST, ALL_CAST = CAST, f"{IMPLICIT} {CAST}", f"{ALL} {CAST}"
 PRINTINGS = (PLAIN, IMPLICIT, PLAIN_CAST, IMPLICIT_CAST, DECIMAL, ALL, ALL_CAST)
 """How a have's goal is printed, from the most readable: as Rocq displays it, with coercions
@@ -81,8 +85,8 @@ class HaveStatement:
     goal: Goal | None = None
     """The lemma's goal as Rocq displays it, when that is the have's goal as displayed where
     the have is: each part elaborates to the have's very term, so the display is the same,
-    unless a part was cast (`CAST`: the cast shows), a binder renamed (`_x_`) or the display
-    cut the goal."""
+    unless a part was cast (`CAST`: the cast shows) or is only convertible (`CONVERTIBLE`), a
+    binder renamed (`_x_`) or the display cut the goal."""
 
     def lemma(self, name: str) -> str:
         """The lemma as Rocq runs it, on one line."""
@@ -203,7 +207,7 @@ def state_have(
     gives the goal back."""
     have = HaveGoal(session, state, lead, goal_index, hidden, flat)
     stated = _most_readable(have, memory or PrintingMemory())
-    if CAST in stated.printing:
+    if CAST in stated.printing or CONVERTIBLE in stated.printing:
         return stated
     return dataclasses.replace(stated, goal=have.displayed)
 
@@ -262,18 +266,22 @@ def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> Ha
         return index not in failed
 
     chosen: list[PrintedGoal] = []
+    convertible: set[int] = set()
     for index in parts(every[0]):
         candidates = _candidates(every, index)
         found = next((p for p in candidates if gives_back(p, index)), None)
+        if found is None and have.check(same_part(every[0], index, convertible=True)) is None:
+            found = every[0]
+            convertible.add(index)
         if found is None:
             missing = f"no printing gives back {part_name(every[0], index)}"
             raise NotStated("; ".join([*problems, missing]))
         chosen.append(found)
-    problem = have.check(same_goal(*_lemma(chosen)))
+    problem = have.check(same_goal(*_lemma(chosen), frozenset(convertible)))
     if problem is not None:
         raise NotStated("; ".join([*problems, f"per part: {problem}"]))
     memory.learn(every[0], chosen)
-    return _mixed(chosen)
+    return _mixed(chosen, frozenset(convertible))
 
 
 def _grouped_alike(printings: list[PrintedGoal]) -> bool:
@@ -286,9 +294,14 @@ def _lemma(chosen: list[PrintedGoal]) -> tuple[tuple[Binder, ...], str]:
     return tuple(p.binders[i] for i, p in enumerate(chosen[:-1])), chosen[-1].conclusion
 
 
-def _mixed(chosen: list[PrintedGoal]) -> HaveStatement:
-    """The statement of parts each in its own printing, the record naming the explicit ones."""
-    explicit = [f"{p.printing} for {part_name(p, i)}" for i, p in enumerate(chosen) if p.printing]
+def _mixed(chosen: list[PrintedGoal], convertible: frozenset[int] = frozenset()) -> HaveStatement:
+    """The statement of parts each in its own printing, the record naming the explicit ones
+    and those only convertible."""
+    explicit = [
+        f"{CONVERTIBLE if i in convertible else p.printing} for {part_name(p, i)}"
+        for i, p in enumerate(chosen)
+        if p.printing or i in convertible
+    ]
     return _statement(*_lemma(chosen), "per part: " + "; ".join(explicit))
 
 

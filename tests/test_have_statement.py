@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from app.db import engine as db
 from app.db.enums import Status
 from app.db.models import Theorem
+from app.have_checks import same_goal
 from app.have_parts import (
     Binder,
     PrintedGoal,
@@ -27,6 +28,7 @@ from app.have_parts import (
 from app.have_statement import (
     ALL,
     CAST,
+    CONVERTIBLE,
     PLAIN,
     HaveGoal,
     NotStated,
@@ -41,6 +43,7 @@ from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, State
 from app.rocq.toolchain import Toolchain
 from tests.test_steps_0_1 import rocqcot
+from tests.toolchains import mathcomp
 
 # --- Text ------------------------------------------------------------------------------------
 
@@ -305,6 +308,44 @@ def test_every_cause_is_stated_on_each_toolchain(each_toolchain: Toolchain, tmp_
             assert (stated.goal is None) == (name == "reserved" or CAST in stated.printing), name
             if stated.goal is not None:
                 assert shown.foreground == (stated.goal,), name
+
+
+SOL_SUBPROOF_STEP = "case/foldExistsP=> e e0 f_e; set s := take n (set_nth 0 e n 0)."
+"""In `ssralg.sol_subproof` of MathComp 2.3: after it, `e : seq {| UnitRing.sort := F; … |}`
+holds an inline structure instance that no printing gives back as the very term."""
+
+
+def test_a_part_no_printing_gives_back_is_stated_if_convertible(
+    other_toolchain: Toolchain, tmp_path: Path
+) -> None:
+    """The have after `SOL_SUBPROOF_STEP` in the other release's MathComp: its hypotheses read
+    back, even fully explicit, as other terms Rocq finds convertible. They are stated as
+    displayed and said to be only convertible; the lemma is accepted after the theorem, where
+    its proof (the have's) proves it; no display is claimed for it."""
+    copy = Path(shutil.copy(mathcomp(other_toolchain) / "algebra" / "ssralg.v", tmp_path))
+    text = copy.read_text()
+    step_end = text.index(SOL_SUBPROOF_STEP) + len(SOL_SUBPROOF_STEP)
+    qed_end = text.index("Qed.", step_end) + len("Qed.")
+    have = "have sz_s: size s = n."
+
+    def position(offset: int) -> Position:
+        return Position(text.count("\n", 0, offset) + 1, offset - text.rfind("\n", 0, offset) - 1)
+
+    with RocqSession(timeout=300, toolchain=other_toolchain, skip_proofs=True) as rocq:
+        rocq.start(copy, [])
+        state = rocq.at(copy, position(step_end))
+        stated = state_have(rocq, state, have, 0, frozenset({"F"}))
+        assert f"{CONVERTIBLE} for e;" in stated.printing and stated.goal is None
+        lemma = rocq.run(rocq.at(copy, position(qed_end)), stated.lemma("sz_s"))
+        proved = rocq.run(lemma, "by rewrite size_take size_set_nth leq_max leqnn.")
+        assert proved.proof_finished
+
+
+def test_only_the_parts_said_convertible_are_checked_by_conversion() -> None:
+    binders = (Binder(("x",), "nat", None), Binder(("h",), "x = x", None))
+    tactic = same_goal(binders, "x = x", frozenset({1}))
+    checks = [step for step in tactic.split("; ") if "constr_eq_nounivs" in step or "unify" in step]
+    assert ["unify" in check for check in checks] == [False, True, False]
 
 
 def test_a_goal_nested_deeper_than_the_display_is_read_whole(
