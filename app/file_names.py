@@ -26,7 +26,6 @@ LOCAL_KINDS = frozenset({"binder", "var", "sec"})
 _OPEN = re.compile(r"(Module|Section)\s+(?:(?:Type|Import|Export)\s+)?([A-Za-z_][\w']*)")
 _CLOSE = re.compile(r"End\s+([A-Za-z_][\w']*)\s*\.$")
 _LET = re.compile(r"(?:#\[[^\]]*\]\s*)?(?:Local\s+)?Let\b")
-_HB_BUILDERS = re.compile(r"(?:#\[[^\]]*\]\s*)?HB\.builders\b")
 _HB_COMMAND = re.compile(r"(?:#\[[^\]]*\]\s*)?HB\.(\w+)")
 _HB_END = re.compile(r"HB\.end\s*\.$")
 _CONTEXT = re.compile(r"(?:#\[[^\]]*\]\s*)?Context\b")
@@ -74,7 +73,7 @@ def scope_stacks(
         if (m := _OPEN.match(text)) and ":=" not in text:
             opened[start] = (m.group(1), m.group(2))
             stack.append(start)
-        elif _HB_BUILDERS.match(text):
+        elif _hb_command(text) == "builders":
             opened[start] = ("Section", generated.get(start, ""))
             builders.add(start)
             stack.append(start)
@@ -94,6 +93,12 @@ def _closes(text: str, name: str, builders: bool) -> bool:
     if builders:
         return _HB_END.match(text) is not None
     return (m := _CLOSE.match(text)) is not None and m.group(1) == name
+
+
+def _hb_command(sentence: str) -> str | None:
+    """The Hierarchy-Builder command a sentence runs (`builders`, `instance`, …), if any."""
+    command = _HB_COMMAND.match(sentence)
+    return command.group(1) if command else None
 
 
 def sentence_index(sentences: Sequence[dict[str, Any]], starts: Sequence[int], byte: int) -> int:
@@ -294,8 +299,7 @@ def _is_variable(kind: str, sentence: str) -> bool:
     if kind == "binder":
         return _CONTEXT.match(sentence) is not None
     if kind == "var":
-        command = _HB_COMMAND.match(sentence)
-        return command is None or command.group(1) == "builders"
+        return _hb_command(sentence) in (None, "builders")
     return kind == "def" and _LET.match(sentence) is not None
 
 
