@@ -21,31 +21,33 @@ from `Set Printing All`, as another term with the same meaning.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from app.have_parts import WORD, Binder, PrintedGoal
 
 
-def same_goal(
-    binders: tuple[Binder, ...], conclusion: str, convertible: frozenset[int] = frozenset()
+def report_parts(
+    printed: PrintedGoal, checked: Collection[int] | None = None, convertible: bool = False
 ) -> str:
-    """A tactic that fails unless the statement is the have's goal: its hypotheses reverted,
-    then introduced again one by one under the binders' names, each checked against its
-    binder elaborated in the context of those before it, then the goal against the conclusion
-    (as Rocq elaborates a lemma's binders and statement); the parts in `convertible` need only
-    be convertible."""
-    steps = _revert(binders)
-    for index in range(len(binders) + 1):
-        steps += _part_steps(binders, conclusion, index, compare=_comparison(index in convertible))
-    return "; ".join(steps)
-
-
-def report_parts(printed: PrintedGoal) -> str:
-    """A tactic that checks every part as `same_part` does, one after the other in one run,
-    and says which fail (`idtac`) instead of failing: one Rocq call for all the parts."""
-    steps = _revert(printed.binders)
-    for index in range(len(printed.binders) + 1):
-        steps += _part_steps(printed.binders, printed.conclusion, index, reported=True)
+    """A tactic that checks parts as `same_part` does (those in `checked`, every one by
+    default; the binders between them only introduced), one after the other in one run, and
+    says which fail (`idtac`) instead of failing: one Rocq call for all of them."""
+    last = len(printed.binders) if checked is None else max(checked)
+    steps, unchecked = _revert(printed.binders), []
+    for index in range(last + 1):
+        if checked is not None and index not in checked:
+            unchecked += printed.binders[index].names
+            continue
+        if unchecked:
+            steps.append(f"intros {' '.join(unchecked)}")
+            unchecked = []
+        steps += _part_steps(
+            printed.binders,
+            printed.conclusion,
+            index,
+            reported=True,
+            compare=_comparison(convertible),
+        )
     return "; ".join(steps)
 
 

@@ -8,13 +8,18 @@ Patterns` refuses (`ReflectT _ Dx`), a coercion is found through another canonic
 fully explicit number is too deep to display (`S (S … (...))`), a local definition that a
 tactic stripped of its cast is typed by its body (`Set`), not by the type shown. So the whole
 goal is printed as displayed, then with coercions and implicit arguments; when neither reads
-back, each binder and the conclusion take the most readable of `PRINTINGS` that gives them back
-(one Rocq check per printing says which parts do, and so whether the whole goal does: a goal of
-MathComp's group theory has dozens of hypotheses, and checking them one at a time made stating
-the haves most of step 4's time). A part that none gives back is stated as displayed if Rocq
-finds it convertible to the goal's (`CONVERTIBLE`, said in the statement's printing). A
-theorem's later haves try first the printings its earlier haves' parts needed
-(`PrintingMemory`): they share most hypotheses, and then one check states them.
+back, each binder and the conclusion take the most readable of `PRINTINGS` that gives them back.
+A part that none gives back is stated as displayed if Rocq finds it convertible to the goal's
+(`CONVERTIBLE`, said in the statement's printing). A theorem's later haves try first the
+printings its earlier haves' parts needed (`PrintingMemory`): they share most hypotheses, and
+then one check states them.
+
+Checking is most of what stating costs (a goal of MathComp's group theory or of
+`algebraics_fundamentals` has dozens of hypotheses), so it is asked sparingly: one Rocq check
+per printing says which of the parts still open give the goal's back, and a part's verdict
+depends on its text alone (the hypotheses before it are the goal's own, introduced), so a text
+judged once is never checked again under another printing, and a whole printing with a part
+known to fail is not checked at all.
 
 "The same goal" is decided by Rocq where the have is, inside the parent's proof
 (`app.have_checks`); the texts come from `app.have_parts`. A goal nested deeper than coqidetop's
@@ -27,11 +32,12 @@ from the parent's walk (`app.have_in_place`, from the lemma's goal as displayed:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from app.have_checks import report_parts, reported_failures, same_goal, same_part
+from app.have_checks import report_parts, reported_failures, same_part
 from app.have_parts import (
     Binder,
     PrintedGoal,
@@ -117,7 +123,9 @@ class HaveGoal:
         self.session, self.state, self.lead = session, state, lead
         self.goal_index, self.hidden, self.flat = goal_index, hidden, flat
         self.shown: dict[str, tuple[State, PrintedGoal]] = {}
-        self.reports: dict[PrintedGoal, frozenset[int] | None] = {}
+        self.verdicts: dict[tuple[int, str, bool], str | None] = {}
+        """Each part's text judged (with whether only convertible was asked): None when it
+        gives the goal's part back, else why not."""
         self.displayed: Goal | None = None
         """The goal as Rocq displays it (`PLAIN`) when a lemma can show it so: not cut, no
         reserved name (`_x_`) that the lemma's binders rename."""
@@ -138,31 +146,57 @@ class HaveGoal:
             self.shown[printing] = shown, printed_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
 
-    def check(self, tactic: str) -> str | None:
-        """Run a checking tactic on the have's goal: None when it passes, else Rocq's word."""
-        try:
-            self._attempt(tactic)
-        except RocqSessionError as error:
-            return _first_line(_message(error))
-        return None
+    def failed_parts(
+        self, printed: PrintedGoal, indices: Iterable[int] | None = None, convertible: bool = False
+    ) -> frozenset[int]:
+        """Which of the parts (`indices`: every one by default; binders by index, then the
+        conclusion) do not give back the goal's under this printing, or are not even
+        `convertible` to it. The parts whose text was never judged are checked in one Rocq
+        call; a part's check depends on its text alone (the hypotheses before it are the
+        goal's own), so a text judged under one printing is judged under every other."""
+        wanted = list(parts(printed) if indices is None else indices)
+        key = functools.partial(_verdict_key, printed, convertible=convertible)
+        todo = [index for index in wanted if key(index) not in self.verdicts]
+        if todo:
+            self._judge(printed, todo, convertible)
+        return frozenset(index for index in wanted if self.verdicts[key(index)] is not None)
 
-    def failed_parts(self, printed: PrintedGoal) -> frozenset[int] | None:
-        """The parts (binders by index, then the conclusion) that do not give back the goal's
-        under this printing, found by one check of them all (once per printing); None when
-        that check cannot run (a part that does not even parse): then each part is checked
-        alone."""
-        if printed not in self.reports:
-            try:
-                messages = self._attempt(report_parts(printed))
-            except RocqSessionError:
-                self.reports[printed] = None
-            else:
-                self.reports[printed] = reported_failures(m.text for m in messages)
-        return self.reports[printed]
+    def known_failures(self, printed: PrintedGoal) -> frozenset[int]:
+        """The parts of `printed` whose text was already judged not to give the goal's back."""
+        known = (self.verdicts.get(_verdict_key(printed, index)) for index in parts(printed))
+        return frozenset(index for index, why in enumerate(known) if why is not None)
+
+    def why(self, printed: PrintedGoal, index: int) -> str:
+        """What Rocq said of a part it refused, or that it is not the goal's."""
+        return self.verdicts.get(_verdict_key(printed, index)) or "not given back"
+
+    def _judge(self, printed: PrintedGoal, todo: list[int], convertible: bool) -> None:
+        """Check the parts `todo` in one call; when one does not even parse, each alone."""
+        try:
+            messages = self._attempt(report_parts(printed, todo, convertible))
+        except RocqSessionError:
+            for index in todo:
+                try:
+                    self._attempt(same_part(printed, index, convertible))
+                    why = None
+                except RocqSessionError as error:
+                    why = _first_line(_message(error))
+                self.verdicts[_verdict_key(printed, index, convertible)] = why
+            return
+        failed = reported_failures(m.text for m in messages)
+        for index in todo:
+            why = "not given back" if index in failed else None
+            self.verdicts[_verdict_key(printed, index, convertible)] = why
 
     def _attempt(self, tactic: str) -> tuple[Message, ...]:
         state = next(iter(self.shown.values()))[0]
         return self.session.attempt(state, f"{self.goal_index + 1}: ({tactic}).")
+
+
+def _verdict_key(
+    printed: PrintedGoal, index: int, convertible: bool = False
+) -> tuple[int, str, bool]:
+    return index, part_text(printed, index), convertible
 
 
 class PrintingMemory:
@@ -232,15 +266,17 @@ def _most_readable(have: HaveGoal, memory: PrintingMemory) -> HaveStatement:
 
 
 def _whole_problem(have: HaveGoal, printed: PrintedGoal) -> str | None:
-    """Why the whole goal under a printing is not the have's: None when it is. Asked part by
-    part in one check (`failed_parts`), whose report the parts reuse if the goal is stated
-    part by part; Rocq's own word when a part does not even parse."""
-    failed = have.failed_parts(printed)
-    if failed is None:
-        return have.check(same_goal(printed.binders, printed.conclusion))
+    """Why the whole goal under a printing is not the have's: None when it is. Parts already
+    judged under another printing are not asked again; a part known to fail answers without
+    asking Rocq."""
+    failed = have.known_failures(printed) or have.failed_parts(printed)
     if not failed:
         return None
-    return ", ".join(part_name(printed, index) for index in sorted(failed)) + " not given back"
+    return ", ".join(_refused(have, printed, index) for index in sorted(failed))
+
+
+def _refused(have: HaveGoal, printed: PrintedGoal, index: int) -> str:
+    return f"{part_name(printed, index)} {have.why(printed, index)}"
 
 
 def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
@@ -248,40 +284,36 @@ def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
     chosen = [have.printed(printing) for printing in printings]
     if not _grouped_alike(chosen):
         return None
-    if have.check(same_goal(*_lemma(chosen))) is not None:
+    guess = PrintedGoal("", *_lemma(chosen))
+    if have.failed_parts(guess):
         return None
     return _mixed(chosen)
 
 
 def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> HaveStatement:
-    """Each part in the most readable printing that gives it back, then the whole checked."""
-    every = [have.printed(printing) for printing in PRINTINGS]
-    if not _grouped_alike(every):
-        raise NotStated("; ".join([*problems, "the printings group the hypotheses differently"]))
-
-    def gives_back(printed: PrintedGoal, index: int) -> bool:
-        failed = have.failed_parts(printed)
-        if failed is None:
-            return have.check(same_part(printed, index)) is None
-        return index not in failed
-
-    chosen: list[PrintedGoal] = []
-    convertible: set[int] = set()
-    for index in parts(every[0]):
-        candidates = _candidates(every, index)
-        found = next((p for p in candidates if gives_back(p, index)), None)
-        if found is None and have.check(same_part(every[0], index, convertible=True)) is None:
-            found = every[0]
-            convertible.add(index)
-        if found is None:
-            missing = f"no printing gives back {part_name(every[0], index)}"
-            raise NotStated("; ".join([*problems, missing]))
-        chosen.append(found)
-    problem = have.check(same_goal(*_lemma(chosen), frozenset(convertible)))
-    if problem is not None:
-        raise NotStated("; ".join([*problems, f"per part: {problem}"]))
-    memory.learn(every[0], chosen)
-    return _mixed(chosen, frozenset(convertible))
+    """Each part in the most readable printing that gives it back (one check per printing, of
+    the parts still left), else as displayed if only convertible."""
+    plain, chosen = have.printed(PLAIN), {}
+    for printing in PRINTINGS:
+        left = [index for index in parts(plain) if index not in chosen]
+        if not left:
+            break
+        printed = have.printed(printing)
+        if not _grouped_alike([plain, printed]):
+            grouped = f"{printing} groups the hypotheses differently"
+            raise NotStated("; ".join([*problems, grouped]))
+        if printing == DECIMAL:  # a part it leaves as it was is tried (and named) as `ALL`
+            explicit = have.printed(ALL)
+            left = [i for i in left if part_text(printed, i) != part_text(explicit, i)]
+        for index in sorted(set(left) - have.failed_parts(printed, left)):
+            chosen[index] = printed
+    left = [index for index in parts(plain) if index not in chosen]
+    if failed := have.failed_parts(plain, left, convertible=True):
+        missing = (f"no printing gives back {part_name(plain, index)}" for index in sorted(failed))
+        raise NotStated("; ".join([*problems, *missing]))
+    ordered = [chosen.get(index, plain) for index in parts(plain)]
+    memory.learn(plain, ordered)
+    return _mixed(ordered, frozenset(left))
 
 
 def _grouped_alike(printings: list[PrintedGoal]) -> bool:
@@ -303,22 +335,6 @@ def _mixed(chosen: list[PrintedGoal], convertible: frozenset[int] = frozenset())
         if p.printing or i in convertible
     ]
     return _statement(*_lemma(chosen), "per part: " + "; ".join(explicit))
-
-
-def _candidates(every: list[PrintedGoal], index: int) -> list[PrintedGoal]:
-    """The printings of a part in order, each distinct text once (a decimal printing that
-    changed nothing is the plain `Set Printing All.`)."""
-    texts: set[str] = set()
-    candidates = []
-    explicit = next(p for p in every if p.printing == ALL)
-    for printed in every:
-        text = part_text(printed, index)
-        if printed.printing == DECIMAL and text == part_text(explicit, index):
-            continue
-        if text not in texts:
-            texts.add(text)
-            candidates.append(printed)
-    return candidates
 
 
 def _statement(binders: tuple[Binder, ...], conclusion: str, printing: str) -> HaveStatement:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app.db import engine as db
 from app.db.enums import Status
 from app.db.models import Theorem
-from app.have_checks import same_goal
+from app.have_checks import report_parts
 from app.have_parts import (
     Binder,
     PrintedGoal,
@@ -341,11 +341,15 @@ def test_a_part_no_printing_gives_back_is_stated_if_convertible(
         assert proved.proof_finished
 
 
-def test_only_the_parts_said_convertible_are_checked_by_conversion() -> None:
+def test_a_report_checks_only_the_parts_asked_and_by_conversion_if_asked() -> None:
     binders = (Binder(("x",), "nat", None), Binder(("h",), "x = x", None))
-    tactic = same_goal(binders, "x = x", frozenset({1}))
+    printed = PrintedGoal(PLAIN, binders, "x = x")
+    tactic = report_parts(printed, [1], convertible=True)
     checks = [step for step in tactic.split("; ") if "constr_eq_nounivs" in step or "unify" in step]
-    assert ["unify" in check for check in checks] == [False, True, False]
+    assert len(checks) == 1 and "unify" in checks[0]
+    assert tactic.split("; ")[1] == "intros x"
+    every = report_parts(printed).split("; ")
+    assert sum("constr_eq_nounivs" in step for step in every) == 3
 
 
 def test_a_goal_nested_deeper_than_the_display_is_read_whole(
@@ -427,8 +431,26 @@ def test_one_check_reports_every_part_that_does_not_read_back(
     plain, explicit = goal.printed(PLAIN), goal.printed(ALL)
     assert goal.failed_parts(plain) == frozenset({1})
     assert goal.failed_parts(explicit) == frozenset()
-    broken = PrintedGoal(PLAIN, plain.binders, "x = (")  # does not parse: no report
-    assert goal.failed_parts(broken) is None
+
+
+def test_a_part_is_judged_once_whatever_the_printing(
+    session: RocqSession, cases: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part's text judged under one printing is not checked again under another; a part
+    that does not parse is judged alone, with Rocq's word, the others still reported."""
+    state, have, _ = at_have(session, cases, "notation_type")
+    goal = HaveGoal(session, state, have, 0, frozenset({"T"}))
+    plain = goal.printed(PLAIN)
+    assert goal.failed_parts(plain) == frozenset({1})
+    checks: list[str] = []
+    original = session.attempt
+    monkeypatch.setattr(session, "attempt", lambda *a: checks.append(a[1]) or original(*a))
+    assert goal.known_failures(plain) == frozenset({1})
+    assert goal.failed_parts(plain) == frozenset({1}) and not checks
+    broken = PrintedGoal(ALL, plain.binders, "x = (")  # the conclusion does not parse
+    assert goal.failed_parts(broken) == frozenset({1, 2})
+    assert len(checks) == 2  # the report, refused; then the conclusion alone
+    assert "Syntax error" in goal.why(broken, 2)
 
 
 def test_an_attempt_fetches_no_goals_and_leaves_its_state_usable(
