@@ -12,7 +12,7 @@ back, each binder and the conclusion take the most readable of `PRINTINGS` that 
 A part that none gives back is stated as displayed if Rocq finds it convertible to the goal's
 (`CONVERTIBLE`, said in the statement's printing). A theorem's later haves try first the
 printings its earlier haves' parts needed (`PrintingMemory`): they share most hypotheses, and
-then one check states them.
+then one check states them, or all but the few parts it finds are not given back.
 
 Checking is most of what stating costs (a goal of MathComp's group theory or of
 `algebraics_fundamentals` has dozens of hypotheses), so it is asked sparingly: one Rocq check
@@ -166,6 +166,10 @@ class HaveGoal:
         known = (self.verdicts.get(_verdict_key(printed, index)) for index in parts(printed))
         return frozenset(index for index, why in enumerate(known) if why is not None)
 
+    def not_known_to_give_back(self, printed: PrintedGoal) -> list[int]:
+        """The parts of `printed` whose text failed or was never judged."""
+        return [i for i in parts(printed) if self.verdicts.get(_verdict_key(printed, i), "")]
+
     def why(self, printed: PrintedGoal, index: int) -> str:
         """What Rocq said of a part it refused, or that it is not the goal's."""
         return self.verdicts.get(_verdict_key(printed, index)) or "not given back"
@@ -203,7 +207,9 @@ class PrintingMemory:
     """The printing that parts of a theorem's earlier haves needed, tried first on its later
     ones: a proof's haves share most of their hypotheses, and a hypothesis that reads back only
     fully explicit in one goal does so in the next, so one check states the have instead of a
-    cascade of them (Rocq's check still decides: a wrong guess costs one call)."""
+    cascade of them. Rocq's check still decides: the parts it finds given back keep the printing
+    guessed (the least explicit one that did for their display before), and only the others
+    are looked for."""
 
     def __init__(self) -> None:
         self._needed: dict[str, str] = {}
@@ -251,25 +257,30 @@ def _most_readable(have: HaveGoal, memory: PrintingMemory) -> HaveStatement:
     plain = have.printed(PLAIN)
     if evars := _EVAR.findall(_statement(plain.binders, plain.conclusion, PLAIN).lemma("_")):
         raise NotStated(f"the goal holds existential variables: {', '.join(sorted(set(evars)))}")
-    if (guess := memory.guess(plain)) and (stated := _guessed(have, guess)):
+    if (guess := memory.guess(plain)) and (stated := _guessed(have, memory, guess)):
         return stated
     problems = []
     for printing in (PLAIN, IMPLICIT):
         printed = have.printed(printing)
         if problems and printed == have.printed(PLAIN):
             continue
-        problem = _whole_problem(have, printed)
+        problem = _whole_problem(have, printed, plain)
         if problem is None:
             return _statement(printed.binders, printed.conclusion, printing)
         problems.append(f"{printing or 'as displayed'}: {problem}")
     return _per_part(have, problems, memory)
 
 
-def _whole_problem(have: HaveGoal, printed: PrintedGoal) -> str | None:
+def _whole_problem(have: HaveGoal, printed: PrintedGoal, plain: PrintedGoal) -> str | None:
     """Why the whole goal under a printing is not the have's: None when it is. Parts already
-    judged under another printing are not asked again; a part known to fail answers without
-    asking Rocq."""
-    failed = have.known_failures(printed) or have.failed_parts(printed)
+    judged under another printing are not asked again, and a part known to fail answers
+    without asking Rocq; the parts not known to read back as displayed are asked first (the
+    per-part choice needs them anyway), the others only if those pass."""
+    failed = have.known_failures(printed)
+    if not failed:
+        failed = have.failed_parts(printed, have.not_known_to_give_back(plain))
+    if not failed:
+        failed = have.failed_parts(printed)
     if not failed:
         return None
     return ", ".join(_refused(have, printed, index) for index in sorted(failed))
@@ -279,21 +290,30 @@ def _refused(have: HaveGoal, printed: PrintedGoal, index: int) -> str:
     return f"{part_name(printed, index)} {have.why(printed, index)}"
 
 
-def _guessed(have: HaveGoal, printings: list[str]) -> HaveStatement | None:
-    """The statement with each part in the printing given, if Rocq finds it is the goal."""
+def _guessed(have: HaveGoal, memory: PrintingMemory, printings: list[str]) -> HaveStatement | None:
+    """The statement with each part in the printing given where Rocq finds it gives the part
+    back, the parts where it does not in the most readable printing that does (`_per_part`);
+    None when the printings do not group the hypotheses alike."""
     chosen = [have.printed(printing) for printing in printings]
     if not _grouped_alike(chosen):
         return None
-    guess = PrintedGoal("", *_lemma(chosen))
-    if have.failed_parts(guess):
-        return None
-    return _mixed(chosen)
+    failed = have.failed_parts(PrintedGoal("", *_lemma(chosen)))
+    if not failed:
+        return _mixed(chosen)
+    kept = {index: printed for index, printed in enumerate(chosen) if index not in failed}
+    return _per_part(have, [], memory, kept)
 
 
-def _per_part(have: HaveGoal, problems: list[str], memory: PrintingMemory) -> HaveStatement:
+def _per_part(
+    have: HaveGoal,
+    problems: list[str],
+    memory: PrintingMemory,
+    chosen: dict[int, PrintedGoal] | None = None,
+) -> HaveStatement:
     """Each part in the most readable printing that gives it back (one check per printing, of
-    the parts still left), else as displayed if only convertible."""
-    plain, chosen = have.printed(PLAIN), {}
+    the parts still left; those `chosen` already keep their printing), else as displayed if
+    only convertible."""
+    plain, chosen = have.printed(PLAIN), dict(chosen or {})
     for printing in PRINTINGS:
         left = [index for index in parts(plain) if index not in chosen]
         if not left:

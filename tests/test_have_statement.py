@@ -485,3 +485,30 @@ def test_later_haves_try_first_what_the_earlier_ones_needed(
     assert remembered == alone
     assert remembered.printing == "per part: Set Printing All. for e"
     assert len(calls) == 3 < cascade
+
+
+def test_a_guess_that_fails_in_one_part_keeps_the_others(
+    session: RocqSession, cases: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a have found that `e` reads back only fully explicit, a have whose own goal does
+    not read back as displayed either keeps `e` fully explicit as guessed, and looks for a
+    printing of its goal alone (whose display hides an index): fewer checks than the whole
+    cascade, a lemma that is the goal."""
+    state, have, after = at_have(session, cases, "notation_type")
+    checks: list[str] = []
+    original = session.attempt
+    monkeypatch.setattr(session, "attempt", lambda *a: checks.append(a[1]) or original(*a))
+    memory, hidden = PrintingMemory(), frozenset({"T"})
+    other = "have h' : tag (Tagged (fun=> nat) (i := 3) x) = 3."
+    state_have(session, state, have, 0, hidden, memory)
+    checks.clear()
+    alone = state_have(session, state, other, 0, hidden)
+    cascade = len(checks)
+    checks.clear()
+    remembered = state_have(session, state, other, 0, hidden, memory)
+    assert remembered.printing.startswith("per part: Set Printing All. for e; ")
+    assert remembered.printing.endswith(" for the goal")
+    assert len(checks) < cascade
+    for stated in (alone, remembered):
+        lemma = explicit_goal(session, after, stated.lemma("other_1"))
+        assert lemma == explicit_goal(session, state, other)
