@@ -6,6 +6,13 @@ goal (first), and its block ends where the open goals are exactly those the have
 its own. Chains are split around a block when the tactics before it keep one goal, and every
 split is checked to leave the same goals as the sentence as written. Tags are comments, so
 the rewritten text is exactly what Rocq ran.
+
+The walk fetches each goal's conclusion only (printing a large context costs Rocq more than
+most tactics cost to run): goals are compared whole only where conclusions alike must be
+confirmed, when a block opens or closes and where a split must leave the sentence's goals.
+Inside a block, the goals the have must come back to are watched by their conclusions, and by
+their hypotheses too after a sentence that selects goals (`last`, `all:`); otherwise their
+hypotheses are checked when the block closes.
 """
 
 from __future__ import annotations
@@ -14,8 +21,9 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.chains import untagged
 from app.haves import (
@@ -42,10 +50,22 @@ STAGE = "haves"
 # --- Goals -----------------------------------------------------------------------------------
 
 
-def _open(state: State) -> tuple[Goal, ...]:
+def _open(goals: Goals | None) -> tuple[Goal, ...]:
     """Every unsolved goal, focused ones first (what a have adds to and takes away from)."""
-    goals = state.goals or Goals()
+    goals = goals or Goals()
     return goals.foreground + goals.background
+
+
+def _conclusions(goals: tuple[Goal, ...]) -> tuple[str, ...]:
+    return tuple(goal.conclusion for goal in goals)
+
+
+_SELECTOR = re.compile(r"\b(?:last|first|all)\b|\b\d+\s*(?:-\s*\d+)?\s*:(?!=)")
+"""What in a sentence may make a tactic act on goals other than the first (`last`, `first`,
+`all:`, `2:`, `1-3:`): after it, the goals a block must leave are compared whole at once."""
+
+WholeGoals = Callable[[State], Goals]
+"""The goals of a walk's state with their hypotheses (`HaveWalk.whole`)."""
 
 
 @dataclass(frozen=True)
@@ -53,16 +73,24 @@ class _Level:
     """What a have's goal must come back to: the goals the have itself left, its own removed."""
 
     expected: tuple[Goal, ...]
+    whole: WholeGoals = field(compare=False)
 
     def closed(self, state: State) -> bool:
-        """The have's goal is proved and nothing else was touched."""
-        return _open(state) == self.expected
+        """The have's goal is proved and nothing else was touched (the conclusions first, then
+        the goals whole)."""
+        if _conclusions(_open(state.goals)) != _conclusions(self.expected):
+            return False
+        return _open(self.whole(state)) == self.expected
 
-    def pending(self, state: State) -> bool:
-        """The have's goal (or goals it split into) is still open, the rest untouched."""
-        goals = _open(state)
+    def pending(self, state: State, whole: bool = False) -> bool:
+        """The have's goal (or goals it split into) is still open, the rest untouched: their
+        conclusions, and their hypotheses too if `whole` (else they are checked when the block
+        closes)."""
+        goals = _conclusions(_open(state.goals))
         size = len(self.expected)
-        return len(goals) > size and goals[len(goals) - size :] == self.expected
+        if len(goals) <= size or goals[len(goals) - size :] != _conclusions(self.expected):
+            return False
+        return not whole or _open(self.whole(state))[len(goals) - size :] == self.expected
 
 
 @contextlib.contextmanager
@@ -76,16 +104,18 @@ def patience(session: RocqSession, seconds: float) -> Iterator[None]:
 
 
 def run_long(session: RocqSession, state: State, text: str, per_sentence: float) -> State:
-    """Run a text of many sentences in one call, with time allowed per sentence."""
+    """Run a text of many sentences in one call, with time allowed per sentence (the goals'
+    conclusions fetched)."""
     count = max(1, len(split_sentences(text.encode("utf-8"))))
     with patience(session, per_sentence * count):
-        return session.run(state, text)
+        return session.run(state, text, conclusions_only=True)
 
 
 def _attempt(session: RocqSession, state: State, text: str) -> State | None:
-    """Run a trial text; None if Rocq rejects it (or it times out)."""
+    """Run a trial text (the goals' conclusions fetched); None if Rocq rejects it (or it
+    times out)."""
     try:
-        return session.run(state, text)
+        return session.run(state, text, conclusions_only=True)
     except RocqSessionError:
         return None
 
@@ -183,6 +213,22 @@ class HaveWalk:
         self.haves: list[tuple[HaveHead, str]] = []
         self.stack: list[_Open] = []
         """Blocks whose have's goal is not closed yet, innermost last."""
+        self._whole: dict[State, Goals] = {}
+
+    def whole(self, state: State) -> Goals:
+        """A state's goals with their hypotheses (fetched once; cheaply while the state is
+        Rocq's tip, as it is when a check follows the run that made it)."""
+        if state not in self._whole:
+            self._whole[state] = self.session.goals(state)
+        return self._whole[state]
+
+    def _same_goals(self, state: State, other: State) -> bool:
+        """Whether two states leave the same goals: conclusions first, then whole."""
+        if state.goals != other.goals and not (state.conclusions_only or other.conclusions_only):
+            return False
+        if _conclusions(_open(state.goals)) != _conclusions(_open(other.goals)):
+            return False
+        return self.whole(state) == self.whole(other)
 
     def text(self, index: int) -> str:
         """Sentence `index` as written, with the blanks before it."""
@@ -218,9 +264,13 @@ class HaveWalk:
         """Run one sentence, rewritten if it has a have that Rocq confirms; then see whether
         it ends the innermost open block."""
         chunk, before = self.chunks[index], self.state
-        original = functools.cache(lambda: self.session.run(before, self.text(index)))
+        candidate = self._candidate(chunk.body)  # its goals compared whole with its rewrites'
+        text = self.text(index)
+        original = functools.cache(
+            lambda: self.session.run(before, text, conclusions_only=not candidate)
+        )
         done = None
-        if self._candidate(chunk.body):
+        if candidate:
             done = self._sentence(_Site(before, chunk.lead, chunk.body, chunk.term, original))
         done = done or _Done((self.text(index),), original())
         start, haves = len(self.out), len(self.haves)
@@ -237,13 +287,16 @@ class HaveWalk:
 
     def _settle(self, index: int) -> None:
         """Close the innermost open block if its have's goal is now proved (braces opened in
-        it closed too); give it up if the goals it must leave were touched."""
+        it closed too); give it up if the goals it must leave were touched (their hypotheses
+        checked at once after a sentence that selects goals, else when the block closes)."""
+        selects = _SELECTOR.search(self.chunks[index].body.of(self.masked)) is not None
         while self.stack:
             block = self.stack[-1]
-            closed = block.pending.level.closed(self.state)
+            level = block.pending.level
+            closed = level.closed(self.state)
             if closed and block.depth == 0:
                 self._close(self.stack.pop())
-            elif block.depth >= 0 and (closed or block.pending.level.pending(self.state)):
+            elif block.depth >= 0 and (closed or level.pending(self.state, whole=selects)):
                 return
             else:
                 self._give_up(self.stack.pop(), index)
@@ -303,9 +356,9 @@ class HaveWalk:
                     return done
             elif not level.pending(state):
                 return None
-        if state is None or head.outer_by or not level.pending(state):
+        if state is None or head.outer_by or not level.pending(state, whole=True):
             return None
-        if pre and state.goals != site.original().goals:
+        if pre and not self._same_goals(state, site.original()):
             return None
         block_text = Span(head.tag_at, site.body.end).of(self.proof)
         text = f"{lead}{OPEN_TAG} {block_text}{site.term}"
@@ -320,7 +373,7 @@ class HaveWalk:
             return (), site.before, site.lead
         text = site.lead + Span(site.body.start, parts[index - 1].end).of(self.proof) + "."
         state = _attempt(self.session, site.before, text)
-        if state is None or len(_open(state)) != len(_open(site.before)):
+        if state is None or len(_open(state.goals)) != len(_open(site.before.goals)):
             return None
         lead = self.proof[parts[index].start : self._first_token(parts[index])] or " "
         return (text,), state, lead
@@ -335,9 +388,9 @@ class HaveWalk:
         was run on, split by an intro pattern such as `/orP[a | b]`) is what its block must
         leave once that goal is closed."""
         state = _attempt(self.session, start, head.head.of(self.proof) + ".")
-        if state is None or len(_open(state)) <= len(_open(start)):
+        if state is None or len(_open(state.goals)) <= len(_open(start.goals)):
             return None
-        return _Level(_open(state)[1:]), state
+        return _Level(_open(self.whole(state))[1:], self.whole), state
 
     def _closed(self, end: _Ending, state: State) -> _Done | None:
         """A block closed inside its sentence: keep it if the rest of the sentence still does
@@ -347,12 +400,12 @@ class HaveWalk:
             return self._closed_in_by(end, state)
         tagged = f"{end.lead}{OPEN_TAG} {block} {CLOSE_TAG}"
         if end.rest is None:
-            if end.pre and state.goals != end.site.original().goals:
+            if end.pre and not self._same_goals(state, end.site.original()):
                 return None
             return _Done((*end.pre, tagged + end.site.term), state, ((end.head, block),))
         rest = Span(self._first_token(end.rest), end.rest.end)
         after = _attempt(self.session, state, rest.of(self.proof) + end.site.term)
-        if after is None or after.goals != end.site.original().goals:
+        if after is None or not self._same_goals(after, end.site.original()):
             return None
         lead = self.proof[end.rest.start : rest.start] or " "
         site = _Site(state, lead, rest, end.site.term, lambda: after)
@@ -398,10 +451,10 @@ class HaveWalk:
         if start is None:
             return None
         state = _attempt(self.session, start, f"{number}: ({head.head.of(self.proof)}).")
-        if state is None or len(_open(state)) != len(_open(start)) + 1:
+        if state is None or len(_open(state.goals)) != len(_open(start.goals)) + 1:
             return None
-        goals = _open(state)
-        level = _Level(goals[: number - 1] + goals[number:])
+        goals = _open(self.whole(state))
+        level = _Level(goals[: number - 1] + goals[number:], self.whole)
         for last in range(len(inner)):
             block = Span(head.tag_at, inner[last].end)
             closed = _attempt(self.session, start, f"{number}: ({block.of(self.proof)}).")
@@ -422,7 +475,7 @@ class HaveWalk:
         whole = Span(inner[0].start, inner[-1].end).of(self.proof)
         after = _attempt(self.session, closed, f"{number}: ({rest}).")
         full = _attempt(self.session, start, f"{number}: ({whole}).")
-        return after is not None and full is not None and after.goals == full.goals
+        return after is not None and full is not None and self._same_goals(after, full)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from app.rocq.documents import PlainDocuments
 from app.rocq.goals import Goals, Hypothesis
 from app.rocq.positions import Position, SourceText
 from app.rocq.protocol import (
@@ -25,7 +26,6 @@ from app.rocq.protocol import (
     Added,
     Err,
     Ok,
-    PlainDocuments,
     Protocol9,
     Protocol816,
     Protocol820,
@@ -257,6 +257,19 @@ def test_run_tactics_structured_hypotheses(session: RocqSession) -> None:
     )
     assert goal.conclusion == "edivn (q * d + r) d = (q, r)"
     assert state.steps == (EDIVN_EQ_TACTIC,)
+
+
+def test_conclusions_only_then_whole_goals(session: RocqSession) -> None:
+    """A run may fetch each goal's conclusion only; `goals` then fetches them whole, as a
+    plain run gives them."""
+    start = session.theorem_start("edivn_eq")
+    light = session.run(start, EDIVN_EQ_TACTIC, conclusions_only=True)
+    assert light.conclusions_only and light.goals is not None
+    [goal] = light.goals.foreground
+    assert goal.hypotheses == () and goal.conclusion == "edivn (q * d + r) d = (q, r)"
+    whole = session.run(start, EDIVN_EQ_TACTIC)
+    assert light == whole and not whole.conclusions_only
+    assert session.goals(light) == whole.goals and whole.goals.foreground[0].hypotheses
 
 
 def test_several_sentences_and_a_finished_proof(session: RocqSession) -> None:

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.rocq.goals import Location
 
 _ESCAPED = re.compile("[\udc80-\udcff]")
 
@@ -73,6 +76,22 @@ class SourceText:
     def byte_position(self, byte: int) -> Position:
         """Line and character of a byte offset."""
         return self.position(self.byte_to_char(byte))
+
+    def location(self, span: tuple[int, int] | None) -> Location | None:
+        """Rocq's byte span (clamped to the text) as a location in bytes and characters; None
+        for no span or Rocq's `(0, 0)`."""
+        if span is None or span == (0, 0):
+            return None
+        start, end = (min(max(b, 0), len(self.data)) for b in span)
+        return Location(start, end, self.byte_to_char(start), self.byte_to_char(end))
+
+    def chunks(self, sentences: Sequence[tuple[int, int]]) -> Iterator[tuple[str, int]]:
+        """Each sentence (byte spans) with the blanks and comments before it, and the byte
+        offset it starts at: sent so, Rocq's byte offsets stay relative to the whole text."""
+        previous = 0
+        for _start, end in sentences:
+            yield self.byte_slice(previous, end), previous
+            previous = end
 
 
 def read_source(path: Path) -> str:

@@ -15,7 +15,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, PlainDocuments, Protocol
+from app.rocq.documents import PlainDocuments
+from app.rocq.protocol import STREAM_PROLOGUE, Err, Feedback, Ok, Protocol
 
 _POLL_SLICE = 3600.0
 """Seconds one `poll` waits at most before the deadline is checked again."""

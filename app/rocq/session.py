@@ -17,14 +17,15 @@ Facts about coqidetop 8.16 this relies on (see also `protocol.py`):
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from app.rocq.goals import Goal, Goals, Location, Message
+from app.rocq.goals import Goal, Goals, Message
 from app.rocq.positions import Position, SourceText
 from app.rocq.process import Coqidetop, ProcessDied, TimedOut
 from app.rocq.protocol import Err, Feedback, Ok, Protocol
@@ -51,15 +52,17 @@ def _resolve(file: str | os.PathLike[str]) -> str:
     return str(Path(file).resolve())
 
 
-def _chunks(source: SourceText, sentences: Sequence[tuple[int, int]]) -> Iterator[tuple[str, int]]:
-    """Each sentence with the blanks and comments before it, and the byte offset it starts at.
+class _Fetch(enum.Enum):
+    """What the call that executes a text fetches after it."""
 
-    Sending the blanks too keeps Rocq's byte offsets relative to the whole text.
-    """
-    previous = 0
-    for _start, end in sentences:
-        yield source.byte_slice(previous, end), previous
-        previous = end
+    NOTHING = enum.auto()
+    """`Status`: executes only."""
+    GOALS = enum.auto()
+    """`Goal`: every goal, whole."""
+    FOCUSED = enum.auto()
+    """`Subgoals`: the focused goals, whole."""
+    CONCLUSIONS = enum.auto()
+    """`Subgoals` in short mode: every goal, its conclusion only."""
 
 
 # --- Session ---------------------------------------------------------------------------------
@@ -157,45 +160,49 @@ class RocqSession:
         """
         loaded = self._open(file if file is not None else self._current_file().path)
         state = self._prefix_state(loaded.statement(name) + 1)
-        status = self._checked(self._call(*self._status_call())).value
+        status = self._checked(self._call(*self._fetch_call(_Fetch.NOTHING))).value
         if status.proof_name != name.split(".")[-1]:
             raise LookupError(f"{name} does not open a proof (open: {status.proof_name})")
         return state
 
-    def run(self, state: State, text: str) -> State:
-        """Run a text (one or more sentences) at a state: the new state, with its messages.
+    def run(self, state: State, text: str, conclusions_only: bool = False) -> State:
+        """Run a text (one or more sentences) at a state: the new state, with its messages and
+        goals (each goal's conclusion only if `conclusions_only`: a large context costs Rocq
+        more to print than most tactics cost to run; `goals` fetches them whole later).
 
         Raises `RocqError` (message, location in `text`) if Rocq rejects it; `state` stays valid.
         """
-        ran = self._run_on(state, text, fetch_goals=True)
+        fetch = _Fetch.CONCLUSIONS if conclusions_only else _Fetch.GOALS
+        ran = self._run_on(state, text, fetch)
         if ran is None:
             return state
         goals, messages = ran
-        return State(state.file, state.offset, (*state.steps, text), messages, goals)
+        steps = (*state.steps, text)
+        return State(state.file, state.offset, steps, messages, goals, conclusions_only)
 
     def attempt(self, state: State, text: str) -> tuple[Message, ...]:
         """Run a text at a state for its outcome only: its messages, or `RocqError` if Rocq
         rejects it. No goals are fetched (printing a large context costs Rocq and this process
         more than a check itself), and no state is made: `state` stays the one to go on from."""
-        ran = self._run_on(state, text, fetch_goals=False)
+        ran = self._run_on(state, text, _Fetch.NOTHING)
         return () if ran is None else ran[1]
 
     def focused_goal(self, state: State, text: str, index: int) -> tuple[State, Goal]:
         """Run `text` at `state` and fetch only the `index`th goal it focuses: the state after
         `text` (its goals not fetched) and that goal. A goal with a large context is printed
         once, not once more for each goal beside it (focused or not)."""
-        ran = self._run_on(state, text, fetch_goals=False)
+        ran = self._run_on(state, text, _Fetch.NOTHING)
         after = state if ran is None else State(state.file, state.offset, (*state.steps, text))
-        focus = self._run_on(after, f"{index + 1}: {{", fetch_goals=True, focused=True)
+        focus = self._run_on(after, f"{index + 1}: {{", _Fetch.FOCUSED)
         assert focus is not None and focus[0] is not None
         return after, focus[0].foreground[0]
 
     def goals(self, state: State) -> Goals:
-        """The goals of a state: fetched when the state was made, else by going to it."""
-        if state.goals is not None:
+        """The goals of a state, whole: fetched when the state was made, else by going to it."""
+        if state.goals is not None and not state.conclusions_only:
             return state.goals
         self._goto(state)
-        return self._checked(self._call(*self._goal_call())).value
+        return self._checked(self._call(*self._fetch_call(_Fetch.GOALS))).value
 
     def query(self, state: State, text: str) -> str:
         """Run a query command (Locate, Check, About, Print, Search…) at a state: its output."""
@@ -265,19 +272,19 @@ class RocqSession:
             self._edit_at(self._steps[common - 1][1] if common else self._prefix_tip)
             del self._steps[common:]
         for text in state.steps[common:]:
-            sid, _goals, _messages = self._add_and_force(SourceText(text), fetch_goals=False)
+            sid, _goals, _messages = self._add_and_force(SourceText(text), _Fetch.NOTHING)
             self._steps.append((text, sid))
 
     def _run_on(
-        self, state: State, text: str, fetch_goals: bool, focused: bool = False
+        self, state: State, text: str, fetch: _Fetch
     ) -> tuple[Goals | None, tuple[Message, ...]] | None:
-        """Go to `state` and run `text` on top of it as a live step: its goals (if fetched; only
-        the focused ones if `focused`) and messages; None when the text holds no sentence."""
+        """Go to `state` and run `text` on top of it as a live step: the goals `fetch` says (None
+        for none) and its messages; None when the text holds no sentence."""
         self._goto(state)
         source = SourceText(text)
         if not split_sentences(source.data):
             return None
-        sid, goals, messages = self._add_and_force(source, fetch_goals, focused)
+        sid, goals, messages = self._add_and_force(source, fetch)
         self._steps.append((text, sid))
         return goals, messages
 
@@ -286,7 +293,7 @@ class RocqSession:
         loaded = self._current_file()
         goals = self._move_prefix(count, fetch_goals=True)
         if goals is None:
-            goals = self._checked(self._call(*self._goal_call())).value
+            goals = self._checked(self._call(*self._fetch_call(_Fetch.GOALS))).value
         offset = loaded.ends[count - 1] if count else 0
         return State(loaded.path, offset, goals=goals)
 
@@ -347,7 +354,8 @@ class RocqSession:
         fetches the goals): its state id, and the goals if fetched. One write per sentence, so
         a slow file never makes one long call and an error is charged to its sentence."""
         add = ("Add", self._protocol.add(text, base, offset))
-        added, forced = self._calls(add, self._goal_call() if fetch_goals else self._status_call())
+        fetch = _Fetch.GOALS if fetch_goals else _Fetch.NOTHING
+        added, forced = self._calls(add, self._fetch_call(fetch))
         failed = added if isinstance(added, Err) else forced
         if isinstance(failed, Err):
             self._edit_at(self._prefix_tip)
@@ -359,16 +367,16 @@ class RocqSession:
         return self.skip_proofs and not self._skip_failed
 
     def _add_and_force(
-        self, source: SourceText, fetch_goals: bool = True, focused: bool = False
+        self, source: SourceText, fetch: _Fetch
     ) -> tuple[int, Goals | None, tuple[Message, ...]]:
-        """Add every sentence of a text at the tip, then execute them and fetch the goals (only
-        the focused ones if `focused`), or only execute them.
+        """Add every sentence of a text at the tip, then execute them and fetch what `fetch`
+        says (the goals, or nothing).
 
         On failure, backtrack to the tip and raise `RocqError` located in the text.
         """
-        force = self._goal_call(focused) if fetch_goals else self._status_call()
+        force = self._fetch_call(fetch)
         base, sids, feedback = self._tip, [], []
-        chunks = list(_chunks(source, split_sentences(source.data)))
+        chunks = list(source.chunks(split_sentences(source.data)))
         for index, (text, offset) in enumerate(chunks, 1):
             add = ("Add", self._protocol.add(text, sids[-1] if sids else base, offset))
             # The last Add goes with the Goal (or Status) that executes everything (its answer
@@ -389,18 +397,16 @@ class RocqSession:
             for m in (*feedback, *answer.messages)
             if m.state_id in wanted and m.route == 0
         )
-        return sids[-1], answer.value if fetch_goals else None, messages
+        return sids[-1], None if fetch is _Fetch.NOTHING else answer.value, messages
 
-    def _goal_call(self, focused: bool = False) -> tuple[str, bytes]:
-        """Goal: fetches the goals, executing what is pending first (Subgoals: the focused
-        ones only)."""
-        if focused:
-            return "Subgoals", self._protocol.focused_goals()
-        return "Goal", self._protocol.goal()
-
-    def _status_call(self) -> tuple[str, bytes]:
-        """Status: the cheapest call that executes what is pending."""
-        return "Status", self._protocol.status()
+    def _fetch_call(self, fetch: _Fetch) -> tuple[str, bytes]:
+        """The call that executes what is pending, then fetches what `fetch` says: `Status`
+        is the cheapest that only executes."""
+        if fetch is _Fetch.NOTHING:
+            return "Status", self._protocol.status()
+        if fetch is _Fetch.GOALS:
+            return "Goal", self._protocol.goal()
+        return "Subgoals", self._protocol.subgoals(focused_only=fetch is _Fetch.FOCUSED)
 
     def _edit_at(self, sid: int) -> None:
         """Backtrack the live branch to `sid`."""
@@ -488,17 +494,9 @@ class RocqSession:
     @staticmethod
     def _error(answer: Err, source: SourceText | None) -> RocqError:
         """A `RocqError` located in `source` (bytes and characters)."""
-        return RocqError(answer.message, _location(answer.span, source))
-
-
-def _location(span: tuple[int, int] | None, source: SourceText | None) -> Location | None:
-    """Rocq's byte span as a location in both bytes and characters of the text."""
-    if span is None or source is None or span == (0, 0):
-        return None
-    start, end = (min(max(b, 0), len(source.data)) for b in span)
-    return Location(start, end, source.byte_to_char(start), source.byte_to_char(end))
+        return RocqError(answer.message, source.location(answer.span) if source else None)
 
 
 def _message(feedback: Feedback, source: SourceText) -> Message:
     """A public message from a feedback, located in the text that was run."""
-    return Message(feedback.level, feedback.text.strip(), _location(feedback.span, source))
+    return Message(feedback.level, feedback.text.strip(), source.location(feedback.span))

@@ -65,6 +65,8 @@ class State:
     """Rocq's feedback for the last step."""
     goals: Goals | None = field(default=None, compare=False, repr=False)
     """The goals, when the state was made by a session (executing it fetches them)."""
+    conclusions_only: bool = field(default=False, compare=False)
+    """Whether `goals` holds each goal's conclusion only, without its hypotheses."""
 
     @property
     def proof_finished(self) -> bool:
