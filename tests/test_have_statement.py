@@ -31,6 +31,7 @@ from app.have_statement import (
     CONVERTIBLE,
     PLAIN,
     HaveGoal,
+    HaveStatement,
     NotStated,
     PrintingMemory,
     state_have,
@@ -475,16 +476,26 @@ def test_later_haves_try_first_what_the_earlier_ones_needed(
     for method in ("run", "attempt", "focused_goal"):
         original = getattr(session, method)
         monkeypatch.setattr(session, method, lambda *a, f=original: calls.append(a[1]) or f(*a))
-    memory, hidden, other = PrintingMemory(), frozenset({"T"}), "have h' : x = x."
+    other = "have h' : x = x."
+    alone, cascade, remembered, used = alone_and_remembered(session, state, have, other, calls)
+    assert remembered == alone
+    assert remembered.printing == "per part: Set Printing All. for e"
+    assert used == 3 < cascade
+
+
+def alone_and_remembered(
+    session: RocqSession, state: State, have: str, other: str, calls: list[str]
+) -> tuple[HaveStatement, int, HaveStatement, int]:
+    """The have `other` stated alone, then with the memory of `have` stated before it, each
+    with the number of Rocq calls it took (as recorded in `calls`)."""
+    memory, hidden = PrintingMemory(), frozenset({"T"})
     state_have(session, state, have, 0, hidden, memory)
     calls.clear()
     alone = state_have(session, state, other, 0, hidden)
     cascade = len(calls)
     calls.clear()
     remembered = state_have(session, state, other, 0, hidden, memory)
-    assert remembered == alone
-    assert remembered.printing == "per part: Set Printing All. for e"
-    assert len(calls) == 3 < cascade
+    return alone, cascade, remembered, len(calls)
 
 
 def test_a_guess_that_fails_in_one_part_keeps_the_others(
@@ -498,17 +509,11 @@ def test_a_guess_that_fails_in_one_part_keeps_the_others(
     checks: list[str] = []
     original = session.attempt
     monkeypatch.setattr(session, "attempt", lambda *a: checks.append(a[1]) or original(*a))
-    memory, hidden = PrintingMemory(), frozenset({"T"})
     other = "have h' : tag (Tagged (fun=> nat) (i := 3) x) = 3."
-    state_have(session, state, have, 0, hidden, memory)
-    checks.clear()
-    alone = state_have(session, state, other, 0, hidden)
-    cascade = len(checks)
-    checks.clear()
-    remembered = state_have(session, state, other, 0, hidden, memory)
+    alone, cascade, remembered, used = alone_and_remembered(session, state, have, other, checks)
     assert remembered.printing.startswith("per part: Set Printing All. for e; ")
     assert remembered.printing.endswith(" for the goal")
-    assert len(checks) < cascade
+    assert used < cascade
     for stated in (alone, remembered):
         lemma = explicit_goal(session, after, stated.lemma("other_1"))
         assert lemma == explicit_goal(session, state, other)
