@@ -166,10 +166,6 @@ class HaveGoal:
         known = (self.verdicts.get(_verdict_key(printed, index)) for index in parts(printed))
         return frozenset(index for index, why in enumerate(known) if why is not None)
 
-    def not_known_to_give_back(self, printed: PrintedGoal) -> list[int]:
-        """The parts of `printed` whose text failed or was never judged."""
-        return [i for i in parts(printed) if self.verdicts.get(_verdict_key(printed, i), "")]
-
     def why(self, printed: PrintedGoal, index: int) -> str:
         """What Rocq said of a part it refused, or that it is not the goal's."""
         return self.verdicts.get(_verdict_key(printed, index)) or "not given back"
@@ -274,11 +270,11 @@ def _most_readable(have: HaveGoal, memory: PrintingMemory) -> HaveStatement:
 def _whole_problem(have: HaveGoal, printed: PrintedGoal, plain: PrintedGoal) -> str | None:
     """Why the whole goal under a printing is not the have's: None when it is. Parts already
     judged under another printing are not asked again, and a part known to fail answers
-    without asking Rocq; the parts not known to read back as displayed are asked first (the
-    per-part choice needs them anyway), the others only if those pass."""
+    without asking Rocq; the parts known to fail as displayed are asked first (the per-part
+    choice needs them anyway), the others only if those pass."""
     failed = have.known_failures(printed)
     if not failed:
-        failed = have.failed_parts(printed, have.not_known_to_give_back(plain))
+        failed = have.failed_parts(printed, have.known_failures(plain))
     if not failed:
         failed = have.failed_parts(printed)
     if not failed:
