@@ -223,9 +223,8 @@ class HaveWalk:
         return self._whole[state]
 
     def _same_goals(self, state: State, other: State) -> bool:
-        """Whether two states leave the same goals: conclusions first, then whole."""
-        if state.goals != other.goals and not (state.conclusions_only or other.conclusions_only):
-            return False
+        """Whether two states leave the same goals: conclusions first, then whole (a state
+        made with whole goals is not asked again)."""
         if _conclusions(_open(state.goals)) != _conclusions(_open(other.goals)):
             return False
         return self.whole(state) == self.whole(other)

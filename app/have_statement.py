@@ -71,6 +71,9 @@ and implicit arguments (each also with its local definitions cast), then fully e
 (numbers in decimal, then in unary, then cast). The first two are tried on the whole goal,
 then each part of the lemma takes the first that gives it back."""
 
+_NOT_GIVEN_BACK = "not given back"
+"""Why a part is refused when Rocq's check only says it is not the goal's."""
+
 _EVAR = re.compile(r"(?<![\w'])\?[A-Za-z_][\w']*")
 
 
@@ -168,7 +171,7 @@ class HaveGoal:
 
     def why(self, printed: PrintedGoal, index: int) -> str:
         """What Rocq said of a part it refused, or that it is not the goal's."""
-        return self.verdicts.get(_verdict_key(printed, index)) or "not given back"
+        return self.verdicts.get(_verdict_key(printed, index)) or _NOT_GIVEN_BACK
 
     def _judge(self, printed: PrintedGoal, todo: list[int], convertible: bool) -> None:
         """Check the parts `todo` in one call; when one does not even parse, each alone."""
@@ -185,7 +188,7 @@ class HaveGoal:
             return
         failed = reported_failures(m.text for m in messages)
         for index in todo:
-            why = "not given back" if index in failed else None
+            why = _NOT_GIVEN_BACK if index in failed else None
             self.verdicts[_verdict_key(printed, index, convertible)] = why
 
     def _attempt(self, tactic: str) -> tuple[Message, ...]:
