@@ -52,6 +52,12 @@ def chosen_files(names: list[str]) -> list[tuple[int, str, str, str]]:
     )
     with session_factory()() as session:
         rows = [tuple(row) for row in session.execute(query)]
+    unknown = sorted(set(names) - {row[1] for row in rows})
+    if unknown:
+        known = ", ".join(row[1] for row in rows[:3])
+        raise SystemExit(
+            f"no file with theorems at {', '.join(unknown)} in the library (paths such as {known})"
+        )
     return [row for row in rows if not names or row[1] in names]
 
 
@@ -168,6 +174,8 @@ def main() -> None:
     ids = [file_id for file_id, *_ in files]
     queued = reset(ids)
     print(f"{len(files)} files, {queued} theorems queued")
+    if not queued:
+        raise SystemExit("no theorem to evaluate: run steps 0 to 2 on the library first")
     ours = evaluate(args.max_workers, args.profile)
     coqc = compile_all(toolchain, files)
     done, failed, reasons = outcome(ids)
