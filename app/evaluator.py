@@ -198,7 +198,7 @@ def replayer() -> Iterator[Replayer]:
         held.close()
 
 
-def run(item: TheoremInput, held: Replayer) -> Outcome:
+def evaluate(item: TheoremInput, held: Replayer) -> Outcome:
     """Evaluate a theorem and its haves; raises `ReplayFailed` when the proof does not replay."""
     evaluator = Evaluator(item, held, held.open(item.file, item.timeout))
     try:

@@ -1,6 +1,8 @@
 """`rocqcot trace`: the full trace of a library as a product, like LeanDojo's traced
-repositories: steps 0, 1, 2 and 4 `--all` on every theorem (no selection, no LLM), then one
-JSONL file per library with its card (`app.exports.trace`).
+repositories: steps 0, 1 and 4 `--all` on every theorem (no selection, no LLM), then one
+JSONL file per library with its card (`app.exports.trace`). Step 4 tags each theorem's haves
+(step 2's work) in the walk that evaluates it, so each file's proofs are replayed once after
+the build.
 
 It rides on the steps' own incremental work: a second run after a change rebuilds the changed
 files, re-extracts and re-tags their theorems, evaluates only those again, then re-exports (a
@@ -23,7 +25,7 @@ from app import config
 from app.db import engine as db
 from app.options import FullOption, InputOption, PrefixOption, RocqBin, use_rocq
 from app.plural import plural
-from app.steps import step_0, step_1, step_2, step_4
+from app.steps import step_0, step_1, step_4
 
 
 def default_out() -> Path:
@@ -39,15 +41,16 @@ def command(
         int | None, typer.Option(min=1, help="parallel Rocq processes [cores]")
     ] = None,
     pet_timeout: Annotated[
-        float, typer.Option(min=1.0, help="seconds one Rocq call may take (steps 2 and 4)")
+        float, typer.Option(min=1.0, help="seconds one Rocq call may take (step 4)")
     ] = step_4.DEFAULT_TIMEOUT,
     out: Annotated[
         Path | None, typer.Option(help="the trace's folder [$ROCQCOT_HOME/trace]")
     ] = None,
     rocq_bin: RocqBin = None,
 ) -> None:
-    """Steps 0, 1, 2 and 4 --all on every theorem of the library, then its trace: one JSONL
-    file per library (`<library>.jsonl`) and its card (`<library>_card.md`)."""
+    """Steps 0, 1 and 4 --all (which tags the haves, step 2's work, in the same walk) on
+    every theorem of the library, then its trace: one JSONL file per library
+    (`<library>.jsonl`) and its card (`<library>_card.md`)."""
     from app.exports.trace import write_traces
 
     toolchain = use_rocq(rocq_bin)
@@ -57,7 +60,6 @@ def command(
     stages: list[tuple[str, Callable[[], None]]] = [
         ("step 0", functools.partial(step_0.command, **library, output=None, jobs=workers)),
         ("step 1", step_1.command),
-        ("step 2", functools.partial(step_2.command, max_workers=workers, pet_timeout=pet_timeout)),
         ("step 4", functools.partial(step_4.command, dictionary=None, max_workers=workers,
                                      pet_timeout=pet_timeout, all_=True)),
     ]  # fmt: skip

@@ -19,6 +19,7 @@ from app.chains import untagged
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Have, SourceFile, Theorem
+from app.have_tagging import Tagged
 from app.haves import (
     CLOSE_TAG,
     OPEN_TAG,
@@ -441,7 +442,7 @@ def test_proofs_without_a_candidate_never_start_rocq() -> None:
     with step_2.open_cursor() as cursor:
         result = step_2.run(item, cursor)
         assert not cursor.started
-    assert result == step_2.Rewritten(item.proof, (), 2)
+    assert result == Tagged(item.proof, (), 2)
 
 
 # coqc, independently, compiles the files with their proofs rewritten

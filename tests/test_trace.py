@@ -1,5 +1,6 @@
 """`rocqcot trace` end to end with real Rocq and PostgreSQL: on the small `demo` library of the
-step-4 tests (one record per theorem and have with its steps and premises, positions that are
+step-4 tests (one record per theorem and have with its steps and premises, the haves tagged by
+step 4's own walk as step 2 tags them, positions that are
 the built text's, the card, a second run that redoes nothing and rewrites nothing, an edited
 proof that alone is redone); a proof that does not replay (a sentence slower than the
 limit) shows with its step and error; and (slow) a slice of MathComp with a broken
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
+from app.db.models import Have, Theorem
 from app.exports.trace import failure_reason
 from tests.test_step_4 import make_demo
 from tests.test_steps_0_1 import make_slice
@@ -124,6 +127,42 @@ def test_one_record_per_theorem_and_have_with_steps_and_premises(traced) -> None
     assert dk["initial_goal_with_gvars"] != dk["initial_goal"]
 
 
+def test_step_4_tags_the_haves_as_step_2_does(traced, new_place, demo: Path) -> None:
+    """The trace runs no step 2: step 4 tags each theorem in its own walk. Step 2 run on the
+    same library writes the same tagged proofs, sizes and `haves` rows."""
+    place, result = traced
+    assert "trace: step 2" not in result.stdout
+    alone = new_place()
+    for step in (["0", "--input", str(demo), "--prefix", "demo"], ["1"], ["2"]):
+        command = [sys.executable, "-m", "app", "step", *step]
+        ran = subprocess.run(command, env=alone.env, capture_output=True, text=True, timeout=600)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    tagged = [tags_and_haves(where.env["DATABASE_URL"]) for where in (place, alone)]
+    assert tagged[0] == tagged[1]
+    proofs, haves = tagged[0]
+    assert {fqn for fqn, _, _ in proofs} == DEMO_THEOREMS
+    assert len(haves) >= 5 and sum("(*<have>*)" in proof for _, proof, _ in proofs) >= 4
+
+
+def tags_and_haves(url: str) -> tuple[list[tuple[str, str, int]], list[tuple[str, ...]]]:
+    """Each top-level theorem's tagged proof and size, and each `haves` row, by name."""
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        proofs = connection.execute(
+            sa.select(Theorem.fqn, Theorem.tagged_proof, Theorem.tactics)
+            .where(Theorem.parent_id.is_(None))
+            .order_by(Theorem.fqn)
+        )
+        haves = connection.execute(
+            sa.select(Theorem.fqn, Have.index, Have.tactic, Have.statement, Have.proof)
+            .join(Theorem, Have.theorem_id == Theorem.id)
+            .order_by(Theorem.fqn, Have.index)
+        )
+        found = [tuple(row) for row in proofs], [tuple(row) for row in haves]
+    engine.dispose()
+    return found
+
+
 def test_haves_follow_their_parent_depth_first(traced) -> None:
     place, _ = traced
     order = [(r["fqn"], r["parent"], r["haves"]) for r in place.records("demo")]
@@ -206,17 +245,17 @@ def test_a_proof_that_does_not_replay_shows_with_its_error(new_place, tmp_path: 
     assert "1 theorems traced, 1 failed" in result.stdout
     records = {r["fqn"]: r for r in place.records("slowlib")}
     slow = records["slowlib.slow.slow"]
-    assert (slow["status"], slow["failed_stage"]) == ("failed", "haves")
-    assert "RocqTimeout" in slow["error"] and slow["steps"] == []
+    assert (slow["status"], slow["failed_stage"]) == ("failed", "evaluate")
+    assert "tagging its haves (step 2): RocqTimeout" in slow["error"] and slow["steps"] == []
     assert slow["proof"].startswith("Proof.\nhave h : True by slow; exact I.")
     assert records["slowlib.slow.after"]["status"] == "traced"
     failures = place.card("slowlib")["failures"]
     assert [(f["stage"], f["count"], f["examples"]) for f in failures] == [
-        ("haves", 1, ["slowlib.slow.slow"])
+        ("evaluate", 1, ["slowlib.slow.slow"])
     ]
     assert "RocqTimeout" in failures[0]["reason"]
     text = (place.out / "slowlib_card.md").read_text(encoding="utf-8")
-    assert "- step haves: 1 x " in text
+    assert "- step evaluate: 1 x " in text
 
 
 def test_failure_reasons_leave_out_the_theorem_and_its_chain() -> None:

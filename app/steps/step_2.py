@@ -5,11 +5,12 @@ or by the sentences that follow) becomes a delegable sub-proof, enclosed in `(*<
 `(*</have>*)`. Text only proposes candidates (`app.haves`); Rocq decides, in the walk of
 `app.have_rewrite`.
 
-The proof is walked in one Rocq session from the theorem's start, running exactly the
-rewritten sentences (tags are comments), so reaching `Qed.` is the re-check. A worker keeps
-its session across the theorems of a file and goes from one theorem to the next running the
-proofs in between as `Admitted.`, so only the proofs with a candidate run: step 4 is the
-library's one full replay. Proofs without a candidate never reach Rocq.
+The proof is walked in one Rocq session from the theorem's start (`app.have_tagging`). A worker
+keeps its session across the theorems of a file and goes from one theorem to the next running
+the proofs in between as `Admitted.`, so only the proofs with a candidate run: step 4 is the
+library's one full replay. Proofs without a candidate never reach Rocq. Step 4 tags, in its own
+walk, a theorem it evaluates before step 2 did (`step 4 --all` right after step 1, as in
+`rocqcot trace`).
 """
 
 from __future__ import annotations
@@ -26,20 +27,14 @@ from typing import Annotated
 
 import sqlalchemy as sa
 import typer
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.chains import untagged
 from app.db.enums import Stage, Status
 from app.db.models import Have, Library, SourceFile, Theorem
 from app.file_claims import largest_files_first
-from app.have_rewrite import HaveWalk, RewriteError, patience
-from app.haves import (
-    HaveHead,
-    has_candidate,
-    normalise,
-    tactic_count,
-)
+from app.have_rewrite import patience
+from app.have_tagging import Tagged, store_tags, tag, untouched
+from app.haves import has_candidate
 from app.options import RocqBin, use_rocq
 from app.rocq.positions import SourceText
 from app.rocq.session import RocqSession
@@ -79,27 +74,6 @@ class TheoremInput:
     def statement_end(self) -> int:
         """Byte offset just after the statement's terminator."""
         return self.byte_start + len(self.statement.encode("utf-8"))
-
-
-@dataclass(frozen=True)
-class HaveRecord:
-    """One tagged have: a row of `haves`."""
-
-    index: int
-    tactic: str
-    """The have tactic without its proof, e.g. `have x : T`."""
-    statement: str
-    proof: str
-    """What proves the statement: `by tac`, the rest of its chain, or the sentences after it."""
-
-
-@dataclass(frozen=True)
-class Rewritten:
-    """The result for a theorem: its tagged proof, its haves and its size outside them."""
-
-    tagged_proof: str
-    haves: tuple[HaveRecord, ...]
-    tactics: int
 
 
 # --- The worker's session --------------------------------------------------------------------
@@ -156,15 +130,6 @@ def open_cursor(timeout: float = DEFAULT_TIMEOUT) -> Iterator[FileCursor]:
         cursor.close()
 
 
-def _record(index: int, head: HaveHead, block: str, proof: str) -> HaveRecord:
-    """A `haves` row: the have tactic, its statement, and the rest of its block."""
-    tactic = head.head.of(proof)
-    rest = block[len(tactic) :].strip()
-    if rest[:1] in (";", "."):
-        rest = rest[1:].strip()
-    return HaveRecord(index, tactic, head.statement, rest)
-
-
 # --- The stage -------------------------------------------------------------------------------
 
 
@@ -190,54 +155,11 @@ def load(session: Session, row_id: int) -> TheoremInput:
     return TheoremInput(fqn, file, library, prefix, statement, proof, start, end)
 
 
-def run(item: TheoremInput, cursor: FileCursor) -> Rewritten:
+def run(item: TheoremInput, cursor: FileCursor) -> Tagged:
     """Tag the theorem's haves and re-check the rewritten proof (raises if it fails)."""
     if not has_candidate(item.proof):
-        return Rewritten(item.proof, (), tactic_count(item.proof))
-    start = cursor.start(item)
-    walk = HaveWalk(cursor.session, item.fqn, item.proof, start)
-    end = walk.rewrite()
-    tagged = "".join(walk.out)
-    _check(item, tagged, start, end)
-    haves = tuple(_record(i, head, block, item.proof) for i, (head, block) in enumerate(walk.haves))
-    extra = {"stage": STAGE, "fqn": item.fqn, "haves": len(haves)}
-    log.info("rewritten with %d haves", len(haves), extra=extra)
-    return Rewritten(tagged, haves, tactic_count(tagged))
-
-
-def _check(item: TheoremInput, tagged: str, start: State, end: State) -> None:
-    """The rewritten proof is the original modulo tags and chain splits, it is what Rocq ran
-    from the theorem's start, and Rocq accepted its `Qed.`."""
-    if normalise(tagged) != normalise(item.proof):
-        raise RewriteError(f"{item.fqn}: without its tags the proof is not the original one")
-    ran = " ".join(end.steps[len(start.steps) :]).split()
-    if ran != untagged(tagged).split():
-        raise RewriteError(f"{item.fqn}: Rocq did not run the rewritten proof as written")
-    if end.goals is not None and end.goals.in_proof:
-        raise RocqError(f"{item.fqn}: the proof is still open after its last sentence")
-
-
-def store(session: Session, row_id: int, result: Rewritten) -> None:
-    """Write the tagged proof, its size and one `haves` row per tag (upserts; rows of a
-    previous run with more haves are dropped). `proof` itself is never touched."""
-    session.execute(
-        sa.update(Theorem)
-        .where(Theorem.id == row_id)
-        .values(tagged_proof=result.tagged_proof, tactics=result.tactics)
-    )
-    session.execute(
-        sa.delete(Have).where(Have.theorem_id == row_id, Have.index >= len(result.haves))
-    )
-    if not result.haves:
-        return
-    rows = [dataclasses.asdict(have) | {"theorem_id": row_id} for have in result.haves]
-    statement = insert(Have).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["theorem_id", "index"],
-            set_={key: statement.excluded[key] for key in ("tactic", "statement", "proof")},
-        )
-    )
+        return untouched(item.proof)
+    return tag(cursor.session, item.fqn, item.proof, cursor.start(item))
 
 
 SPEC = register(
@@ -247,7 +169,7 @@ SPEC = register(
         input_stage=Stage.extract,
         load=load,
         run=run,
-        store=store,
+        store=store_tags,
         ready_filter=lambda: Theorem.parent_id.is_(None),
         order_by=functools.partial(largest_files_first, Stage.haves),
         batch_size=16,

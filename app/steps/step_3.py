@@ -143,10 +143,13 @@ def select_pool(item: SelectInput, pool: str, k: int) -> PoolResult:
 
 
 def done_with_step_2() -> sa.ColumnElement[bool]:
-    """Theorems step 2 finished with: done at `haves`, or already at a later stage."""
+    """Theorems step 2 finished with: done at `haves`, or tagged and at a later stage (step 4
+    `--all` tags, in its walk, the theorems it takes untagged)."""
     return sa.or_(
         sa.and_(Theorem.stage == Stage.haves, Theorem.status == Status.done),
-        Theorem.stage.not_in([Stage.extract, Stage.haves]),
+        sa.and_(
+            Theorem.stage.not_in([Stage.extract, Stage.haves]), Theorem.tagged_proof.is_not(None)
+        ),
     )
 
 

@@ -8,8 +8,10 @@ which theorems are ready (the selection, or every theorem with `--all`) and the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -26,14 +28,21 @@ from app.evaluator import (
     DEFAULT_TIMEOUT,
     Evaluated,
     Outcome,
+    Replayer,
+    ReplayFailed,
     Step,
     TheoremInput,
+    evaluate,
     replayer,
-    run,
 )
 from app.file_claims import largest_files_first
 from app.file_names import file_names
+from app.have_rewrite import RewriteError
+from app.have_tagging import Tagged, store_tags, tag, untouched
+from app.haves import has_candidate
 from app.options import RocqBin, use_rocq
+from app.rocq.positions import Position
+from app.rocq.state import RocqError, RocqSessionError
 from app.stages import StageSpec, register
 
 log = logging.getLogger(__name__)
@@ -58,12 +67,52 @@ def load(session: Session, row_id: int) -> TheoremInput:
     return TheoremInput(*row[:6], file, timeout, row[-1])
 
 
+# --- Run -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    """A theorem evaluated, and its haves tagged if step 2 had not tagged them."""
+
+    outcome: Outcome
+    tags: Tagged | None
+
+
+def run(item: TheoremInput, held: Replayer) -> Result:
+    """Evaluate a theorem (`app.evaluator`); one that step 2 has not tagged (`--all` right
+    after step 1, as `rocqcot trace` runs it) is tagged first, from the same walk of its file,
+    so the file is walked once for both steps."""
+    tags = None
+    if item.tagged_proof is None:
+        tags = _tag(item, held)
+        item = dataclasses.replace(item, tagged_proof=tags.tagged_proof)
+    return Result(evaluate(item, held), tags)
+
+
+def _tag(item: TheoremInput, held: Replayer) -> Tagged:
+    """Step 2's work, from the state after the theorem's statement."""
+    if not has_candidate(item.proof):
+        return untouched(item.proof)
+    session = held.open(item.file, item.timeout)
+    statement = item.file.sentences[item.file.sentence_at(item.byte_start)]
+    try:
+        start = session.at(item.file.path, Position(**statement["end"]))
+        return tag(session, item.fqn, item.proof, start)
+    except (RocqSessionError, RewriteError) as error:
+        message = error.message if isinstance(error, RocqError) else str(error)
+        why = f"{type(error).__name__}: {message}"
+        raise ReplayFailed(f"{item.fqn}: tagging its haves (step 2): {why}") from None
+
+
 # --- Store -----------------------------------------------------------------------------------
 
 
-def store(session: Session, row_id: int, outcome: Outcome) -> None:
-    """Write the evaluation, the chains and the sub-theorems (upserts: writing twice changes
-    nothing); remember the types Rocq printed."""
+def store(session: Session, row_id: int, result: Result) -> None:
+    """Write the tags if the run made them, the evaluation, the chains and the sub-theorems
+    (upserts: writing twice changes nothing); remember the types Rocq printed."""
+    if result.tags is not None:
+        store_tags(session, row_id, result.tags)
+    outcome = result.outcome
     root, item = outcome.root, outcome.item
     session.execute(
         sa.update(Theorem)
