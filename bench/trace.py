@@ -2,15 +2,15 @@
 
 Plain: the library's original sources copied to a temporary folder and built with the
 toolchain's `coq_makefile` and `make -jN` (as `bench/build_extract.py` does). Ours: `rocqcot
-trace` (steps 0, 1, 2, 4 --all and the export) from an empty `ROCQCOT_HOME` in a temporary
-folder (its embedded PostgreSQL started on demand, as a user's first run). Printed: the wall
-time of each stage of the trace (its own `trace: … took` lines) and, during each stage, the share
-of each core that was busy (`/proc/stat`, the whole machine), the load average (sampled each
-second) and the cores that Rocq (`coqc`, `coqidetop`), rocqcot's own Python and its database
-server kept busy: issue 18 asks the evaluator's own cost to stay below Rocq's. The last line
-is `RESULT trace_over_make=<ratio> theorems=<traced> failed=<failed proofs+haves>`, read from
-the trace's card. Target (issue 18): at most 2.0 on all of MathComp, every core above 80% busy
-during step 4. `--keep DIR` traces into `DIR` (empty or new) and keeps it, for probes on the
+trace` (steps 0, 1, 4 --all, which tags the haves in its walk, and the export) from an empty
+`ROCQCOT_HOME` in a temporary folder (its embedded PostgreSQL started on demand, as a user's
+first run). Printed: the wall time of each stage of the trace (its own `trace: … took` lines)
+and, during each stage, the share of each core that was busy (`/proc/stat`, the whole machine),
+the load average (sampled each second) and the cores that Rocq (`coqc`, `coqidetop`), rocqcot's
+own Python and its database server kept busy: issue 18 asks the evaluator's own cost to stay
+below Rocq's. The last line is `RESULT trace_over_make=<ratio> theorems=<traced>
+failed=<failed proofs+haves>`, read from the trace's card. Target (issue 18): at most 2.0 on
+all of MathComp, every core above 80% busy during step 4. `--keep DIR` traces into `DIR` (empty or new) and keeps it, for probes on the
 traced database afterwards.
 
     python -m bench.trace [--rocq-bin DIR] [--full] [--jobs N] [--keep DIR] [LIBRARY [--prefix P]]
