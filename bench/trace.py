@@ -10,8 +10,8 @@ the load average (sampled each second) and the cores that Rocq (`coqc`, `coqidet
 own Python and its database server kept busy: issue 18 asks the evaluator's own cost to stay
 below Rocq's. The last line is `RESULT trace_over_make=<ratio> theorems=<traced>
 failed=<failed proofs+haves>`, read from the trace's card. Target (issue 18): at most 2.0 on
-all of MathComp, every core above 80% busy during step 4. `--keep DIR` traces into `DIR` (empty or new) and keeps it, for probes on the
-traced database afterwards.
+all of MathComp, every core above 80% busy during step 4. `--keep DIR` traces into `DIR`
+(empty or new) and keeps it, for probes on the traced database afterwards.
 
     python -m bench.trace [--rocq-bin DIR] [--full] [--jobs N] [--keep DIR] [LIBRARY [--prefix P]]
 """
