@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,13 +40,10 @@ from app.rocq.session import RocqSession
 from app.rocq.state import RocqError, State
 from app.stages import StageSpec, register
 
-log = logging.getLogger(__name__)
-
 DEFAULT_TIMEOUT = 60.0
 FILE_PATIENCE = 600.0
 """Seconds a sentence of the file as written may take (it compiled): the file's prefix, the
 text between two theorems. `--pet-timeout` bounds proof sentences."""
-STAGE = Stage.haves.value
 
 
 # --- Plain data ------------------------------------------------------------------------------
