@@ -19,7 +19,8 @@ Checking is most of what stating costs (a goal of MathComp's group theory or of
 per printing says which of the parts still open give the goal's back, and a part's verdict
 depends on its text alone (the hypotheses before it are the goal's own, introduced), so a text
 judged once is never checked again under another printing, and a whole printing with a part
-known to fail is not checked at all.
+known to fail is not checked at all. A theorem's later haves take the verdicts of its earlier
+ones on the parts they share, named by their fully explicit printing (`TheoremVerdicts`).
 
 "The same goal" is decided by Rocq where the have is, inside the parent's proof
 (`app.have_checks`); the texts come from `app.have_parts`. A goal nested deeper than coqidetop's
@@ -122,6 +123,7 @@ class HaveGoal:
         goal_index: int,
         hidden: frozenset[str],
         flat: FlatSession | None = None,
+        earlier: TheoremVerdicts | None = None,
     ) -> None:
         self.session, self.state, self.lead = session, state, lead
         self.goal_index, self.hidden, self.flat = goal_index, hidden, flat
@@ -129,6 +131,9 @@ class HaveGoal:
         self.verdicts: dict[tuple[int, str, bool], str | None] = {}
         """Each part's text judged (with whether only convertible was asked): None when it
         gives the goal's part back, else why not."""
+        self.earlier = earlier if earlier is not None else {}
+        """The verdicts of the theorem's earlier haves (`TheoremVerdicts`)."""
+        self._judged: list[tuple[PrintedGoal, int, bool]] = []
         self.displayed: Goal | None = None
         """The goal as Rocq displays it (`PLAIN`) when a lemma can show it so: not cut, no
         reserved name (`_x_`) that the lemma's binders rename."""
@@ -160,9 +165,35 @@ class HaveGoal:
         wanted = list(parts(printed) if indices is None else indices)
         key = functools.partial(_verdict_key, printed, convertible=convertible)
         todo = [index for index in wanted if key(index) not in self.verdicts]
+        for index in todo:
+            if (known := self._theorem_key(printed, index, convertible)) in self.earlier:
+                self.verdicts[key(index)] = self.earlier[known]
+        todo = [index for index in todo if key(index) not in self.verdicts]
         if todo:
             self._judge(printed, todo, convertible)
+            self._judged += [(printed, index, convertible) for index in todo]
         return frozenset(index for index in wanted if self.verdicts[key(index)] is not None)
+
+    def share(self) -> None:
+        """Give the verdicts of this have to the theorem's later ones, where the goal printed
+        under `Set Printing All` names their parts."""
+        for printed, index, convertible in self._judged:
+            if (known := self._theorem_key(printed, index, convertible)) is not None:
+                self.earlier[known] = self.verdicts[_verdict_key(printed, index, convertible)]
+
+    def _theorem_key(
+        self, printed: PrintedGoal, index: int, convertible: bool
+    ) -> tuple[tuple[str, ...], str, bool] | None:
+        """A part's key among the theorem's haves: the texts of the parts up to it under
+        `Set Printing All` (the terms themselves, whole), then its text; None until the goal
+        was printed so, or if that printing cuts or groups the hypotheses otherwise."""
+        if ALL not in self.shown:
+            return None
+        explicit = self.shown[ALL][1]
+        context = tuple(part_text(explicit, i) for i in range(index + 1))
+        if not _grouped_alike([explicit, printed]) or any(CUT in text for text in context):
+            return None
+        return context, part_text(printed, index), convertible
 
     def known_failures(self, printed: PrintedGoal) -> frozenset[int]:
         """The parts of `printed` whose text was already judged not to give the goal's back."""
@@ -202,6 +233,14 @@ def _verdict_key(
     return index, part_text(printed, index), convertible
 
 
+TheoremVerdicts = dict[tuple[tuple[str, ...], str, bool], str | None]
+"""The verdicts of a theorem's haves on their parts, by the parts up to each one printed fully
+explicit (`HaveGoal._theorem_key`). A verdict depends on the part's text and on the terms of the
+hypotheses before it and of the part itself: the haves of a proof share most hypotheses, so each
+shared one is checked once in the theorem, not once per have. Displays that hide implicit
+arguments could name two terms alike; `Set Printing All` does not."""
+
+
 class PrintingMemory:
     """The printing that parts of a theorem's earlier haves needed, tried first on its later
     ones: a proof's haves share most of their hypotheses, and a hypothesis that reads back only
@@ -212,6 +251,7 @@ class PrintingMemory:
 
     def __init__(self) -> None:
         self._needed: dict[str, str] = {}
+        self.verdicts: TheoremVerdicts = {}
 
     def guess(self, plain: PrintedGoal) -> list[str] | None:
         """A printing for each part (those never seen as displayed), or None when no part of
@@ -244,8 +284,12 @@ def state_have(
 
     Raises `RocqSessionError` when Rocq refuses the have itself, `NotStated` when no printing
     gives the goal back."""
-    have = HaveGoal(session, state, lead, goal_index, hidden, flat)
-    stated = _most_readable(have, memory or PrintingMemory())
+    memory = memory or PrintingMemory()
+    have = HaveGoal(session, state, lead, goal_index, hidden, flat, memory.verdicts)
+    try:
+        stated = _most_readable(have, memory)
+    finally:
+        have.share()
     if CAST in stated.printing or CONVERTIBLE in stated.printing:
         return stated
     return dataclasses.replace(stated, goal=have.displayed)

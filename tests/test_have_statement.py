@@ -6,6 +6,7 @@ theorems where they were met, through steps 0 to 4."""
 from __future__ import annotations
 
 import functools
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -481,6 +482,24 @@ def test_later_haves_try_first_what_the_earlier_ones_needed(
     assert remembered == alone
     assert remembered.printing == "per part: Set Printing All. for e"
     assert used == 3 < cascade
+
+
+def test_a_part_an_earlier_have_judged_is_not_checked_again(
+    session: RocqSession, cases: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A theorem's haves share their hypotheses. Once a have judged `x y` and `e` (their terms
+    named by the fully explicit printing), a later have's one check asks only its own
+    conclusion, and the statement is the one its own checks give."""
+    state, have, _ = at_have(session, cases, "notation_type")
+    checks: list[str] = []
+    original = session.attempt
+    monkeypatch.setattr(session, "attempt", lambda *a: checks.append(a[1]) or original(*a))
+    other = "have h' : x = x."
+    alone, _, remembered, _ = alone_and_remembered(session, state, have, other, checks)
+    assert remembered == alone
+    assert len(checks) == 1
+    asked = set(re.findall(r"rocqcot-failed-part-(\d+)", checks[0]))
+    assert asked == {"2"}  # the conclusion; not the binders `x y` (0) and `e` (1)
 
 
 def alone_and_remembered(
