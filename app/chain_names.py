@@ -4,11 +4,15 @@ Dependencies are the glob references inside a character range of the built file 
 hypotheses or local names), each named by its dictionary fqn (the glob definition's, sections
 left out: what the searches of the CoTs look up) and by the name Rocq's `Locate` gives it at
 that point (`located`: a section still open is part of it), with its type from `Check` of that
-name (cached per name, across the theorems a worker evaluates), its dictionary entry and the
-spans of the file that name it. Where Rocq does not know the glob's name (the glob drops some
-module paths), both are the name it locates. A type is printed without the context of the proof
-it was checked in (an abbreviation's implicit arguments are existential variables that Rocq
-declares with it), so that a type cached in one proof reads the same in all.
+name, its dictionary entry and the spans of the file that name it. Where Rocq does not know the
+glob's name (the glob drops some module paths), both are the name it locates.
+
+A type is what Rocq prints in the theorem's own file at its start: the scopes open there, its
+`Implicit Types` and the names in reach all shape it. So types are asked for each theorem, all
+of its names in one query (`prefetch`), never taken from another theorem or from the database:
+a worker's earlier files would otherwise decide them, and two traces of one library differ. A
+type is printed without the context of the proof it was checked in (an abbreviation's implicit
+arguments are existential variables that Rocq declares with it).
 """
 
 from __future__ import annotations
@@ -37,9 +41,20 @@ class ChainNames:
     session: RocqSession
     file: FileNames
     point: int
-    types: TypeCache
+    types: TypeCache = field(default_factory=dict)
     new_types: dict[str, str] = field(default_factory=dict)
-    """Types Rocq printed for dictionary objects that had none cached."""
+    """Types Rocq printed for dictionary objects that had none cached, for the dictionary."""
+
+    def prefetch(self, span: tuple[int, int], state: State) -> None:
+        """Ask the types of every object a range names (a theorem's statement and proof) in one
+        query: a query per name costs a round trip each, many times Rocq's own work."""
+        wanted: dict[str, Ref] = {}
+        for ref in self.file.refs_between(*span):
+            name = self.file.name_at(ref.fqn, self.point)
+            if ref.kind != "not" and name not in self.types:
+                wanted.setdefault(name, ref)
+        for name, type_ in check_all(self.session, state, list(wanted)).items():
+            self._remember(wanted[name], name, (name, type_))
 
     def named(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
         """The objects and the notations named in character ranges of the file, each once, in
@@ -67,15 +82,19 @@ class ChainNames:
         closes). The fqn is the glob's, the dictionary's, unless Rocq does not know that name
         (the glob drops some module paths) and locates the text as another object."""
         name = self.file.name_at(ref.fqn, self.point)
-        final, cache = name == ref.fqn, self.types
-        if name not in cache:
-            cached = self.file.entries.get(ref.fqn, {}).get("type") if final else None
-            cache[name] = (name, cached) if cached else self._query_type(ref, name, state)
-            located, type_ = cache[name]
-            if final and not cached and type_ and located == name and ref.fqn in self.file.entries:
-                self.new_types[ref.fqn] = type_
-        located, type_ = cache[name]
+        if name not in self.types:
+            self._remember(ref, name, self._query_type(ref, name, state))
+        located, type_ = self.types[name]
         return ref.fqn if located == name else located, located, type_
+
+    def _remember(self, ref: Ref, name: str, found: tuple[str, str | None]) -> None:
+        """Cache what Rocq said of a name; a dictionary object's first type goes to the
+        dictionary too (for step 6), never back into a trace."""
+        self.types[name] = found
+        located, type_ = found
+        entry = self.file.entries.get(ref.fqn)
+        if name == ref.fqn == located and type_ and entry is not None and not entry.get("type"):
+            self.new_types[ref.fqn] = type_
 
     def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
         """`Check @name`; a glob name Rocq does not know is located from the text instead."""
@@ -103,20 +122,47 @@ def check(session: RocqSession, state: State, name: str) -> str | None:
     """The type Rocq prints for a global name (`About` for an abbreviation); None if unknown."""
     for query in (f"Check @{name}.", f"Check {name}."):
         try:
-            shown = session.query(state, query)
+            type_ = _printed_type(session.query(state, query))
         except RocqError as error:
             if "was not found" in error.message:
                 return None
             continue
-        lines = shown.split("\n")[1:]
-        if lines:
-            first = lines[0].strip().removeprefix(":").strip()
-            typed = "\n".join([first, *(line.removeprefix("       ") for line in lines[1:])])
-            return without_evar_contexts(typed)
+        if type_ is not None:
+            return type_
     try:
         return session.query(state, f"About {name}.").split("\n")[0] or None
     except RocqError:
         return None
+
+
+def check_all(session: RocqSession, state: State, names: list[str]) -> dict[str, str]:
+    """The types `Check @name` prints for many names, in one query; a query that fails is split
+    in halves, so a name Rocq refuses costs a few queries and is left out (`check` asks it alone,
+    with its fallbacks)."""
+    if not names:
+        return {}
+    try:
+        shown = session.queries(state, [f"Check @{name}." for name in names])
+    except RocqError:
+        if len(names) == 1:
+            return {}
+        half = len(names) // 2
+        return check_all(session, state, names[:half]) | check_all(session, state, names[half:])
+    printed = [message.text for message in shown if message.level == "notice"]
+    if len(printed) != len(names):
+        return {}
+    types = {name: _printed_type(text) for name, text in zip(names, printed, strict=True)}
+    return {name: type_ for name, type_ in types.items() if type_ is not None}
+
+
+def _printed_type(shown: str) -> str | None:
+    """The type in `Check`'s answer (`name\n     : type`, continued lines indented)."""
+    lines = shown.strip().split("\n")[1:]
+    if not lines:
+        return None
+    first = lines[0].strip().removeprefix(":").strip()
+    typed = "\n".join([first, *(line.removeprefix("       ") for line in lines[1:])])
+    return without_evar_contexts(typed)
 
 
 _EVAR_DECLARATION = re.compile(r"(\?\S+) : \[.*\|- (.*)\]\s*", re.DOTALL)

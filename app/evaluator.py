@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.chain_names import ChainNames, TypeCache
+from app.chain_names import ChainNames
 from app.chains import (
     PROOF_START,
     Alignment,
@@ -150,15 +150,13 @@ class PendingHave:
 
 
 class Replayer:
-    """A worker's Rocq session, kept across the theorems of a file, and the types it printed."""
+    """A worker's Rocq session, kept across the theorems of a file."""
 
     def __init__(self) -> None:
         self.session = RocqSession(timeout=DEFAULT_TIMEOUT, skip_proofs=True)
         self._flat: RocqSession | None = None
         self.opened: tuple[str, str] | None = None
         self.load_paths: list[LoadPath] = []
-        self.types: TypeCache = {}
-        """The types Rocq printed, kept across the worker's theorems (`app.chain_names`)."""
 
     def open(self, file: FileNames, timeout: float) -> RocqSession:
         """The session on the file (started when the worker moves to another file)."""
@@ -237,7 +235,7 @@ class Evaluator:
         self.point = item.byte_start
         self.hidden: frozenset[str] = frozenset()
         self.gvars: list[dict[str, Any]] = []
-        self.names = ChainNames(session, item.file, item.byte_start, held.types)
+        self.names = ChainNames(session, item.file, item.byte_start)
         self.printings = PrintingMemory()
         """What the theorem's haves needed to be stated, for its later haves."""
         first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]
@@ -252,6 +250,7 @@ class Evaluator:
         proof = list(file.sentences[index + 1 : qed])
         opening = proof.pop(0) if proof and PROOF_START.match(proof[0]["text"]) else statement
         start = self.session.at(file.path, Position(**opening["end"]))
+        self.names.prefetch((file.span(index)[0], file.span(qed)[1]), start)
         self._global_variables(start)
         walk = FileWalk(self.session, file.path, proof)
         replayed = self._replay(item.fqn, parse_chains(self.text), start, walk)

@@ -1,4 +1,5 @@
-"""What Rocq says of an object a chain names: its type, whatever proof it was checked in.
+"""What Rocq says of an object a chain names: its type, whatever proof it was checked in, as
+the theorem's own file prints it, whichever files a worker evaluated before.
 
 An abbreviation's implicit arguments become existential variables, which Rocq declares with the
 context of the proof the `Check` ran in: the printed type keeps the declaration, not the
@@ -9,8 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.chain_names import check, locate, without_evar_contexts
+import sqlalchemy as sa
+
+from app.chain_names import check, check_all, locate, without_evar_contexts
+from app.db import engine as db
+from app.db.models import Theorem
+from app.evaluator import replayer
 from app.rocq.session import RocqSession
+from app.steps import step_4
+from tests.test_steps_0_1 import rocqcot
 
 ABBREVIATION_V = """Definition idn {T : Type} (x : T) := x.
 Notation idn' := (@idn _).
@@ -32,6 +40,54 @@ def test_a_type_is_printed_without_the_proof_context(tmp_path: Path) -> None:
         assert check(session, inside, "idn") == "forall T : Type, T -> T"
         assert check(session, inside, "no_such_name") is None
         assert locate(session, inside, "idn") == "Abbrev.Abbrev.idn"  # prefix, file, name
+        # many names in one query; one Rocq refuses is left to `check`, the others kept
+        names = ["idn", "no_such_name", "nat"]
+        assert check_all(session, inside, names) == {
+            "idn": "forall T : Type, T -> T",
+            "nat": "Set",
+        }
+
+
+TYPED_FILES = {
+    "base.v": "Lemma add0r (n : nat) : n + 0 = n.\nProof. induction n; simpl; auto. Qed.\n",
+    "implicit.v": "Require Import base.\nImplicit Types n : nat.\n"
+    "Lemma twice_add0 n : n + 0 + 0 = n.\nProof. rewrite !add0r. reflexivity. Qed.\n",
+    "plain.v": "Require Import base.\n"
+    "Lemma add0_again (n : nat) : n + 0 = n.\nProof. exact (add0r n). Qed.\n",
+}
+
+
+def test_a_premise_s_type_is_its_theorem_s_file_s_whatever_ran_before(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """`implicit.v` prints `add0r`'s type without its binder's (`Implicit Types`), `plain.v`
+    with it. One worker takes the two theorems in either order, its rows written as it goes:
+    each theorem gets its own file's printing, never the other's (from the worker's memory or
+    from the database)."""
+    library = tmp_path / "typed"
+    library.mkdir()
+    for name, text in TYPED_FILES.items():
+        (library / name).write_text(text)
+    build = ("step", "0", "--input", str(library), "--output", str(tmp_path / "out"))
+    assert rocqcot(subprocess_env, *build, "--prefix", "typed").returncode == 0
+    assert rocqcot(subprocess_env, "step", "1").returncode == 0
+
+    def premise_types(order: tuple[str, ...]) -> dict[str, str]:
+        types = {}
+        with replayer() as held:
+            for name in order:
+                with db.session_factory().begin() as session:
+                    row = session.execute(sa.select(Theorem).where(Theorem.fqn.endswith(name)))
+                    item = step_4.load(session, row.scalar_one().id)
+                    result = step_4.run(item, held)
+                    step_4.store(session, item.theorem_id, result)
+                named = [d for step in result.outcome.root.steps for d in step.dependencies]
+                types[name] = {d["type"] for d in named if d["name"] == "add0r"}
+        return types
+
+    expected = {"twice_add0": {"forall n, n + 0 = n"}, "add0_again": {"forall n : nat, n + 0 = n"}}
+    assert premise_types(("twice_add0", "add0_again")) == expected
+    assert premise_types(("add0_again", "twice_add0")) == expected
 
 
 def test_evar_declarations_lose_their_context_only() -> None:

@@ -206,12 +206,18 @@ class RocqSession:
 
     def query(self, state: State, text: str) -> str:
         """Run a query command (Locate, Check, About, Print, Search…) at a state: its output."""
+        return "\n".join(m.text for m in self.queries(state, [text])).strip()
+
+    def queries(self, state: State, commands: Sequence[str]) -> tuple[Message, ...]:
+        """Run query commands at a state in one call (Rocq runs each sentence of a query): the
+        messages they print, in order. Raises `RocqError` at the first that fails."""
         self._goto(state)
         self._route += 1
         route = self._route
-        answer = self._call("Query", self._protocol.query(text, self._tip, route))
-        answer = self._checked(answer, SourceText(text))
-        return "\n".join(m.text for m in answer.messages if m.route == route).strip()
+        source = SourceText(" ".join(commands))
+        answer = self._call("Query", self._protocol.query(source.text, self._tip, route))
+        answer = self._checked(answer, source)
+        return tuple(_message(m, source) for m in answer.messages if m.route == route)
 
     def close(self) -> None:
         """Quit coqidetop."""
