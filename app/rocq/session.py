@@ -20,30 +20,23 @@ from __future__ import annotations
 import enum
 import functools
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
+from app.rocq.calls import DEFAULT_TIMEOUT, INTERRUPT_GRACE, Calls
 from app.rocq.goals import Goal, Goals, Message
 from app.rocq.positions import Position, SourceText
-from app.rocq.process import Coqidetop, ProcessDied, TimedOut
-from app.rocq.protocol import Err, Feedback, Ok, Protocol
+from app.rocq.process import Coqidetop
+from app.rocq.protocol import Err, Feedback
 from app.rocq.script_file import ScriptFile
 from app.rocq.sentences import split_sentences
 from app.rocq.state import (
     LoadPath,
-    RocqCrashed,
     RocqError,
-    RocqTimeout,
     State,
 )
 from app.rocq.toolchain import Toolchain
-from app.rocq.toolchain import current as current_toolchain
-
-DEFAULT_TIMEOUT = 40.0
-INTERRUPT_GRACE = 5.0
-"""How long an interrupted command may take to stop before the process is killed."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,7 +61,7 @@ class _Fetch(enum.Enum):
 # --- Session ---------------------------------------------------------------------------------
 
 
-class RocqSession:
+class RocqSession(Calls):
     """One coqidetop driven over XML, shaped like pytanque: `start`, `at`, `run`, `goals`.
 
     Every call has a timeout; a timeout interrupts the command (or restarts the process) and a
@@ -83,16 +76,12 @@ class RocqSession:
         interrupt_grace: float = INTERRUPT_GRACE,
         skip_proofs: bool = False,
     ) -> None:
-        self.timeout = timeout
-        self.interrupt_grace = interrupt_grace
+        super().__init__(timeout, toolchain, interrupt_grace)
         self.skip_proofs = skip_proofs
         """Whether going past a whole opaque proof of the file may run `Admitted.` instead."""
-        self.toolchain = toolchain or current_toolchain()
         self._load_paths: tuple[LoadPath, ...] = ()
         self._extra_args: tuple[str, ...] = ()
         self._file: ScriptFile | None = None
-        self._process: Coqidetop | None = None
-        self._restarting = False
         self._init_sid = 0
         self._prefix: list[int] = []
         """State id after each executed file sentence (a skipped proof's `Admitted.` for each
@@ -219,28 +208,13 @@ class RocqSession:
         answer = self._checked(answer, source)
         return tuple(_message(m, source) for m in answer.messages if m.route == route)
 
-    def close(self) -> None:
-        """Quit coqidetop."""
-        if self._process is not None:
-            self._process.quit(self._protocol.quit(), min(self.timeout, 5.0))
-            self._process = None
-
     def __enter__(self) -> RocqSession:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    @property
-    def pid(self) -> int | None:
-        """The process id of the running coqidetop, if any."""
-        return self._process.pid if self._process else None
-
     # Moving between states -----------------------------------------------------------------
-
-    @property
-    def _protocol(self) -> Protocol:
-        return self.toolchain.protocol
 
     @property
     def _prefix_tip(self) -> int:
@@ -414,65 +388,7 @@ class RocqSession:
             return "Goal", self._protocol.goal()
         return "Subgoals", self._protocol.subgoals(focused_only=fetch is _Fetch.FOCUSED)
 
-    def _edit_at(self, sid: int) -> None:
-        """Backtrack the live branch to `sid`."""
-        self._checked(self._call("Edit_at", self._protocol.edit_at(sid)))
-
-    # Calls, errors, recovery ---------------------------------------------------------------
-
-    def _call(self, command: str, payload: bytes) -> Ok | Err:
-        """One protocol call under the timeout."""
-        return self._calls((command, payload))[0]
-
-    def _calls(self, *calls: tuple[str, bytes]) -> list[Ok | Err]:
-        """Protocol calls sent in one write, answered in order, under one timeout.
-
-        One write per sentence (Add with the Goal or Status that executes it) saves a round
-        trip; a timeout or a crash recovers the session, then raises.
-        """
-        process = self._process
-        if process is None:
-            raise RuntimeError("no file opened: call start() first")
-        names = "+".join(command for command, _ in calls)
-        try:
-            process.send(b"".join(payload for _, payload in calls), len(calls))
-            deadline = time.monotonic() + self.timeout
-            return [process.answer(command, deadline) for command, _ in calls]
-        except TimedOut:
-            self._after_timeout(process)
-            raise RocqTimeout(f"{names} took more than {self.timeout:g} s") from None
-        except ProcessDied as error:
-            self._after_crash(process)
-            raise RocqCrashed(f"coqidetop died during {names}: {error}") from None
-        except Exception:
-            # Any other failure leaves answers unread: a fresh process keeps calls and answers
-            # paired (an answer read for the wrong call cannot be decoded).
-            self._after_crash(process)
-            raise
-
-    def _after_timeout(self, process: Coqidetop) -> None:
-        """Interrupt the command and backtrack to the tip; restart if it does not stop."""
-        if self._restarting:
-            process.kill()
-            return
-        process.interrupt()
-        try:
-            deadline = time.monotonic() + self.interrupt_grace
-            while process.pending:
-                process.answer("Edit_at", deadline)  # answers are dropped: any normaliser fits
-            edit = self._protocol.edit_at(self._tip)
-            back = process.call("Edit_at", edit, self.interrupt_grace)
-        except (TimedOut, ProcessDied):
-            back = None
-        if not isinstance(back, Ok):
-            self._restart(keep_prefix=True)
-
-    def _after_crash(self, process: Coqidetop) -> None:
-        """Restart a dead process, unless it died while being restarted."""
-        if self._restarting:
-            process.kill()
-        else:
-            self._restart(keep_prefix=True)
+    # Recovery ------------------------------------------------------------------------------
 
     def _restart(self, keep_prefix: bool) -> None:
         """A fresh coqidetop for the current file; re-executes the prefix if asked to."""
@@ -490,17 +406,6 @@ class RocqSession:
             self._move_prefix(count)
         finally:
             self._restarting = False
-
-    def _checked(self, answer: Ok | Err, source: SourceText | None = None) -> Ok:
-        """The answer if it succeeded, else the `RocqError` it carries."""
-        if isinstance(answer, Err):
-            raise self._error(answer, source)
-        return answer
-
-    @staticmethod
-    def _error(answer: Err, source: SourceText | None) -> RocqError:
-        """A `RocqError` located in `source` (bytes and characters)."""
-        return RocqError(answer.message, source.location(answer.span) if source else None)
 
 
 def _message(feedback: Feedback, source: SourceText) -> Message:
