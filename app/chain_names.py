@@ -34,6 +34,15 @@ TypeCache = dict[str, tuple[str, str | None]]
 the type it prints."""
 
 
+CHECK_FORMS = ("Check @{}.", "Check {}.", "About {}.")
+"""How a name's type is asked, in order: `@` prints implicit arguments as binders; an
+abbreviation or a notation may take only `Check name`, or only `About` (its first line)."""
+
+CheckForms = dict[str, int]
+"""Qualified name → the first of `CHECK_FORMS` Rocq takes for it: a fact of the name, not of
+the place, so a worker keeps it across theorems and skips the forms it refuses."""
+
+
 @dataclass
 class ChainNames:
     """Names the objects of a file's ranges at a point of it (a theorem's start)."""
@@ -41,19 +50,23 @@ class ChainNames:
     session: RocqSession
     file: FileNames
     point: int
+    forms: CheckForms = field(default_factory=dict)
+    """How each name's type is asked, learnt across the worker's theorems."""
     types: TypeCache = field(default_factory=dict)
     new_types: dict[str, str] = field(default_factory=dict)
     """Types Rocq printed for dictionary objects that had none cached, for the dictionary."""
 
-    def prefetch(self, span: tuple[int, int], state: State) -> None:
-        """Ask the types of every object a range names (a theorem's statement and proof) in one
-        query: a query per name costs a round trip each, many times Rocq's own work."""
+    def prefetch(self, spans: list[tuple[int, int]], state: State) -> None:
+        """Ask the types of every object ranges name (a theorem's statement and proof, its
+        section variables' declarations) in one query: a query per name costs a round trip
+        each, many times Rocq's own work."""
         wanted: dict[str, Ref] = {}
-        for ref in self.file.refs_between(*span):
+        for ref in (ref for span in spans for ref in self.file.refs_between(*span)):
             name = self.file.name_at(ref.fqn, self.point)
             if ref.kind != "not" and name not in self.types:
                 wanted.setdefault(name, ref)
-        for name, type_ in check_all(self.session, state, list(wanted)).items():
+        typed = check_all(self.session, state, list(wanted), self.forms)
+        for name, type_ in typed.items():
             self._remember(wanted[name], name, (name, type_))
 
     def named(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
@@ -98,11 +111,11 @@ class ChainNames:
 
     def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
         """`Check @name`; a glob name Rocq does not know is located from the text instead."""
-        type_ = check(self.session, state, name)
+        type_ = check(self.session, state, name, self.forms)
         if type_ is None:
             located = locate(self.session, state, ref.written)
             if located is not None and located != name:
-                return located, check(self.session, state, located)
+                return located, check(self.session, state, located, self.forms)
         return name, type_
 
 
@@ -118,36 +131,45 @@ def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
 # --- What Rocq says of an object ------------------------------------------------------------
 
 
-def check(session: RocqSession, state: State, name: str) -> str | None:
-    """The type Rocq prints for a global name (`About` for an abbreviation); None if unknown."""
-    for query in (f"Check @{name}.", f"Check {name}."):
+def check(
+    session: RocqSession, state: State, name: str, forms: CheckForms | None = None
+) -> str | None:
+    """The type Rocq prints for a global name; None if unknown. A qualified name's first form
+    that Rocq takes goes to `forms`."""
+    forms = {} if forms is None else forms
+    for number in range(forms.get(name, 0), len(CHECK_FORMS)):
         try:
-            type_ = _printed_type(session.query(state, query))
+            shown = session.query(state, CHECK_FORMS[number].format(name))
         except RocqError as error:
-            if "was not found" in error.message:
+            if "was not found" in error.message and number < 2:
                 return None
             continue
+        type_ = (shown.split("\n")[0] or None) if number == 2 else _printed_type(shown)
         if type_ is not None:
+            if number and "." in name:
+                forms[name] = number
             return type_
-    try:
-        return session.query(state, f"About {name}.").split("\n")[0] or None
-    except RocqError:
-        return None
+    return None
 
 
-def check_all(session: RocqSession, state: State, names: list[str]) -> dict[str, str]:
-    """The types `Check @name` prints for many names, in one query; a query that fails is split
-    in halves, so a name Rocq refuses costs a few queries and is left out (`check` asks it alone,
-    with its fallbacks)."""
+def check_all(
+    session: RocqSession, state: State, names: list[str], forms: CheckForms
+) -> dict[str, str]:
+    """The types `Check` prints for many names, in one query (names known to take only
+    `About` left out); a query that fails is split in halves, so a name Rocq refuses costs a
+    few queries and is left out (`check` asks it alone, with its other forms)."""
+    names = [name for name in names if forms.get(name, 0) < 2]
     if not names:
         return {}
     try:
-        shown = session.queries(state, [f"Check @{name}." for name in names])
+        shown = session.queries(state, [CHECK_FORMS[forms.get(n, 0)].format(n) for n in names])
     except RocqError:
         if len(names) == 1:
             return {}
-        half = len(names) // 2
-        return check_all(session, state, names[:half]) | check_all(session, state, names[half:])
+        typed: dict[str, str] = {}
+        for half in (names[: len(names) // 2], names[len(names) // 2 :]):
+            typed |= check_all(session, state, half, forms)
+        return typed
     printed = [message.text for message in shown if message.level == "notice"]
     if len(printed) != len(names):
         return {}

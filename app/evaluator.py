@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app.chain_names import ChainNames
+from app.chain_names import ChainNames, CheckForms
 from app.chains import (
     PROOF_START,
     Alignment,
@@ -157,6 +157,8 @@ class Replayer:
         self._flat: RocqSession | None = None
         self.opened: tuple[str, str] | None = None
         self.load_paths: list[LoadPath] = []
+        self.check_forms: CheckForms = {}
+        """How each name's type is asked, learnt across the worker's theorems."""
 
     def open(self, file: FileNames, timeout: float) -> RocqSession:
         """The session on the file (started when the worker moves to another file)."""
@@ -235,7 +237,7 @@ class Evaluator:
         self.point = item.byte_start
         self.hidden: frozenset[str] = frozenset()
         self.gvars: list[dict[str, Any]] = []
-        self.names = ChainNames(session, item.file, item.byte_start)
+        self.names = ChainNames(session, item.file, item.byte_start, held.check_forms)
         self.printings = PrintingMemory()
         """What the theorem's haves needed to be stated, for its later haves."""
         first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]
@@ -250,8 +252,9 @@ class Evaluator:
         proof = list(file.sentences[index + 1 : qed])
         opening = proof.pop(0) if proof and PROOF_START.match(proof[0]["text"]) else statement
         start = self.session.at(file.path, Position(**opening["end"]))
-        self.names.prefetch((file.span(index)[0], file.span(qed)[1]), start)
-        self._global_variables(start)
+        declared = self.file.variables_at(self.point)
+        self.names.prefetch([(file.span(index)[0], file.span(qed)[1]), *declared.values()], start)
+        self._global_variables(start, declared)
         walk = FileWalk(self.session, file.path, proof)
         replayed = self._replay(item.fqn, parse_chains(self.text), start, walk)
         assert start.goals is not None
@@ -264,10 +267,10 @@ class Evaluator:
             children = tuple(self._sub(base, have, item.fqn) for have in haves)
         return Evaluated(item.fqn, evaluation, replayed.steps, children=children)
 
-    def _global_variables(self, start: State) -> None:
-        """The section's variables in scope: Rocq lists them all, first, in the statement's
-        context (a statement's binder cannot reuse their names)."""
-        declared = self.file.variables_at(self.point)
+    def _global_variables(self, start: State, declared: dict[str, tuple[int, int]]) -> None:
+        """The section's variables in scope (`declared`: their declarations' ranges): Rocq lists
+        them all, first, in the statement's context (a statement's binder cannot reuse their
+        names)."""
         assert start.goals is not None and start.goals.foreground
         hypotheses = []
         for h in start.goals.foreground[0].hypotheses:

@@ -42,7 +42,7 @@ def test_a_type_is_printed_without_the_proof_context(tmp_path: Path) -> None:
         assert locate(session, inside, "idn") == "Abbrev.Abbrev.idn"  # prefix, file, name
         # many names in one query; one Rocq refuses is left to `check`, the others kept
         names = ["idn", "no_such_name", "nat"]
-        assert check_all(session, inside, names) == {
+        assert check_all(session, inside, names, {}) == {
             "idn": "forall T : Type, T -> T",
             "nat": "Set",
         }
