@@ -377,7 +377,8 @@ RECORD_FORMAT = "\n".join([
     "",
     "A premise is `{name, fqn, located, kind, type, spans, defined_in}`: the name as written,",
     "the dictionary's fqn, the name Rocq's `Locate` gives at that point, the glob kind, its",
-    "type, the character spans of the built file where the chain names it (`[start, end]`) and",
+    "type as Rocq prints it at the theorem's start (under its file's scopes and `Implicit",
+    "Types`), the character spans of the built file where the chain names it (`[start, end]`) and",
     "`{logical_path, line}` of its definition (null for an object outside the dictionary).",
     "",
 ])  # fmt: skip
