@@ -65,9 +65,27 @@ class ChainNames:
             name = self.file.name_at(ref.fqn, self.point)
             if ref.kind != "not" and name not in self.types:
                 wanted.setdefault(name, ref)
-        typed = check_all(self.session, state, list(wanted), self.forms)
+        typed, unknown = check_all(self.session, state, list(wanted), self.forms)
         for name, type_ in typed.items():
             self._remember(wanted[name], name, (name, type_))
+        self._prefetch_unknown({name: wanted[name] for name in unknown}, state)
+
+    def _prefetch_unknown(self, unknown: dict[str, Ref], state: State) -> None:
+        """`_query_type` of glob names Rocq does not know, together: each is located from its
+        text in one query, the names found checked in another."""
+        found = locate_all(self.session, state, [ref.written for ref in unknown.values()])
+        elsewhere = {
+            name: at for name, at in zip(unknown, found, strict=True) if at not in (None, name)
+        }
+        located_names = list(dict.fromkeys(elsewhere.values()))
+        typed, _ = check_all(self.session, state, located_names, self.forms)
+        for name, ref in unknown.items():
+            located = elsewhere.get(name)
+            if located is None:
+                self._remember(ref, name, (name, None))
+            else:
+                type_ = typed.get(located) or check(self.session, state, located, self.forms)
+                self._remember(ref, name, (located, type_))
 
     def named(self, spans: list[tuple[int, int]], state: State) -> tuple[list[Any], list[Any]]:
         """The objects and the notations named in character ranges of the file, each once, in
@@ -154,27 +172,57 @@ def check(
 
 def check_all(
     session: RocqSession, state: State, names: list[str], forms: CheckForms
-) -> dict[str, str]:
-    """The types `Check` prints for many names, in one query (names known to take only
-    `About` left out); a query that fails is split in halves, so a name Rocq refuses costs a
-    few queries and is left out (`check` asks it alone, with its other forms)."""
+) -> tuple[dict[str, str], list[str]]:
+    """The types `Check` prints for many names, asked in one query (names known to take only
+    `About` left out), and the names Rocq does not know. A name Rocq refuses otherwise is left
+    out (`check` asks it alone, with its other forms)."""
     names = [name for name in names if forms.get(name, 0) < 2]
-    if not names:
-        return {}
-    try:
-        shown = session.queries(state, [CHECK_FORMS[forms.get(n, 0)].format(n) for n in names])
-    except RocqError:
-        if len(names) == 1:
-            return {}
-        typed: dict[str, str] = {}
-        for half in (names[: len(names) // 2], names[len(names) // 2 :]):
-            typed |= check_all(session, state, half, forms)
-        return typed
-    printed = [message.text for message in shown if message.level == "notice"]
-    if len(printed) != len(names):
-        return {}
-    types = {name: _printed_type(text) for name, text in zip(names, printed, strict=True)}
-    return {name: type_ for name, type_ in types.items() if type_ is not None}
+    commands = [CHECK_FORMS[forms.get(name, 0)].format(name) for name in names]
+    typed: dict[str, str] = {}
+    unknown: list[str] = []
+    for name, shown in zip(names, _notices(session, state, commands), strict=True):
+        if isinstance(shown, RocqError):
+            if "was not found" in shown.message:
+                unknown.append(name)
+        elif shown is not None and (type_ := _printed_type(shown)) is not None:
+            typed[name] = type_
+    return typed, unknown
+
+
+def _notices(
+    session: RocqSession, state: State, commands: list[str]
+) -> list[str | RocqError | None]:
+    """What each query command that prints one notice (`Check`, `Locate`) prints, or the error
+    Rocq refuses it with; None where that cannot be told. Rocq stops a query at the first
+    command it refuses and the next query goes on after it: a refusal costs one query, not a
+    query per command."""
+    answers: list[str | RocqError | None] = []
+    while len(answers) < len(commands):
+        rest = commands[len(answers) :]
+        try:
+            printed, refused = session.queries(state, rest), None
+        except RocqError as error:
+            printed, refused = error.printed, error
+        notices = [message.text for message in printed if message.level == "notice"]
+        failed_at = len(rest) if refused is None else _command_at(rest, refused)
+        if failed_at is None or len(notices) != failed_at:
+            return answers + [None] * len(rest)
+        answers += notices
+        if refused is not None:
+            answers.append(refused)
+    return answers
+
+
+def _command_at(commands: list[str], error: RocqError) -> int | None:
+    """The index of the command a query's error is located in (they ran joined by spaces)."""
+    if error.location is None:
+        return None
+    end = 0
+    for index, command in enumerate(commands):
+        end += len(command) + 1
+        if error.location.start < end:
+            return index
+    return None
 
 
 def _printed_type(shown: str) -> str | None:
@@ -205,8 +253,19 @@ def without_evar_contexts(typed: str) -> str:
 
 def locate(session: RocqSession, state: State, written: str) -> str | None:
     """The fully qualified name `Locate` gives first for a name as written."""
-    try:
-        words = session.query(state, f"Locate {written}.").split("\n")[0].split()
-    except RocqError:
+    return locate_all(session, state, [written])[0]
+
+
+def locate_all(session: RocqSession, state: State, written: list[str]) -> list[str | None]:
+    """`locate` of many names, in one query."""
+    commands = [f"Locate {name}." for name in written]
+    return [_located(shown) for shown in _notices(session, state, commands)]
+
+
+def _located(shown: str | RocqError | None) -> str | None:
+    """The qualified name on `Locate`'s first line (`Constant mathcomp.ssreflect.ssrnat.addnC`),
+    None if it found nothing (`No object of suffix …`)."""
+    if not isinstance(shown, str):
         return None
+    words = shown.split("\n")[0].split()
     return words[1] if len(words) > 1 and words[0][:1].isupper() and "." in words[1] else None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.chain_names import check, check_all, locate, without_evar_contexts
+from app.chain_names import check, check_all, locate, locate_all, without_evar_contexts
 from app.db import engine as db
 from app.db.models import Theorem
 from app.evaluator import replayer
@@ -40,12 +40,32 @@ def test_a_type_is_printed_without_the_proof_context(tmp_path: Path) -> None:
         assert check(session, inside, "idn") == "forall T : Type, T -> T"
         assert check(session, inside, "no_such_name") is None
         assert locate(session, inside, "idn") == "Abbrev.Abbrev.idn"  # prefix, file, name
-        # many names in one query; one Rocq refuses is left to `check`, the others kept
-        names = ["idn", "no_such_name", "nat"]
-        assert check_all(session, inside, names, {}) == {
+        # many names in one query; Rocq stops at each it refuses, and the next query goes on
+        # after it: one query per refusal, the names it does not know told apart
+        names = ["idn", "no_such_name", "nat", "idn'", "other_unknown", "bool"]
+        queries = 0
+        run_queries = session.queries
+
+        def counted(*args: object) -> object:
+            nonlocal queries
+            queries += 1
+            return run_queries(*args)  # type: ignore[arg-type]
+
+        session.queries = counted  # type: ignore[method-assign]
+        typed, unknown = check_all(session, inside, names, {})
+        assert typed == {
             "idn": "forall T : Type, T -> T",
             "nat": "Set",
+            "idn'": "?T -> ?T\nwhere\n?T : Type",
+            "bool": "Set",
         }
+        assert unknown == ["no_such_name", "other_unknown"]
+        assert queries == 3
+        assert locate_all(session, inside, ["idn", "no_such_name", "nat"]) == [
+            "Abbrev.Abbrev.idn",
+            None,
+            "Coq.Init.Datatypes.nat",
+        ]
 
 
 TYPED_FILES = {

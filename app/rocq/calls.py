@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from app.rocq.goals import Message
 from app.rocq.positions import SourceText
 from app.rocq.process import Coqidetop, ProcessDied, TimedOut
 from app.rocq.protocol import Err, Ok, Protocol
@@ -128,6 +129,9 @@ class Calls:
         return answer
 
     @staticmethod
-    def _error(answer: Err, source: SourceText | None) -> RocqError:
+    def _error(
+        answer: Err, source: SourceText | None, printed: tuple[Message, ...] = ()
+    ) -> RocqError:
         """A `RocqError` located in `source` (bytes and characters)."""
-        return RocqError(answer.message, source.location(answer.span) if source else None)
+        location = source.location(answer.span) if source else None
+        return RocqError(answer.message, location, printed)

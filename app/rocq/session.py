@@ -199,14 +199,17 @@ class RocqSession(Calls):
 
     def queries(self, state: State, commands: Sequence[str]) -> tuple[Message, ...]:
         """Run query commands at a state in one call (Rocq runs each sentence of a query): the
-        messages they print, in order. Raises `RocqError` at the first that fails."""
+        messages they print, in order. Raises `RocqError` at the first that fails, with the
+        messages of those before it."""
         self._goto(state)
         self._route += 1
         route = self._route
         source = SourceText(" ".join(commands))
         answer = self._call("Query", self._protocol.query(source.text, self._tip, route))
-        answer = self._checked(answer, source)
-        return tuple(_message(m, source) for m in answer.messages if m.route == route)
+        printed = tuple(_message(m, source) for m in answer.messages if m.route == route)
+        if isinstance(answer, Err):
+            raise self._error(answer, source, printed)
+        return printed
 
     def __enter__(self) -> RocqSession:
         return self

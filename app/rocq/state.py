@@ -15,12 +15,16 @@ class RocqSessionError(Exception):
 
 
 class RocqError(RocqSessionError):
-    """Rocq rejected the text: its message, and where in the text that was run."""
+    """Rocq rejected the text: its message, where in the text that was run, and what the text
+    printed before (a query's earlier commands ran: Rocq stops at the first it refuses)."""
 
-    def __init__(self, message: str, location: Location | None = None) -> None:
+    def __init__(
+        self, message: str, location: Location | None = None, printed: tuple[Message, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.location = location
+        self.printed = printed
 
 
 class RocqTimeout(RocqSessionError):
