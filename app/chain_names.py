@@ -50,11 +50,14 @@ class ChainNames:
     session: RocqSession
     file: FileNames
     point: int
+    order: int
+    """The theorem's `library_order`: a type printed here replaces one printed later."""
     forms: CheckForms = field(default_factory=dict)
     """How each name's type is asked, learnt across the worker's theorems."""
     types: TypeCache = field(default_factory=dict)
     new_types: dict[str, str] = field(default_factory=dict)
-    """Types Rocq printed for dictionary objects that had none cached, for the dictionary."""
+    """Types Rocq printed for dictionary objects that had none cached from an earlier theorem,
+    for the dictionary."""
 
     def prefetch(self, spans: list[tuple[int, int]], state: State) -> None:
         """Ask the types of every object ranges name (a theorem's statement and proof, its
@@ -119,13 +122,19 @@ class ChainNames:
         return ref.fqn if located == name else located, located, type_
 
     def _remember(self, ref: Ref, name: str, found: tuple[str, str | None]) -> None:
-        """Cache what Rocq said of a name; a dictionary object's first type goes to the
-        dictionary too (for step 6), never back into a trace."""
+        """Cache what Rocq said of a name; a dictionary object's type goes to the dictionary too
+        (for step 6; the earliest theorem's printing is kept), never back into a trace."""
         self.types[name] = found
         located, type_ = found
         entry = self.file.entries.get(ref.fqn)
-        if name == ref.fqn == located and type_ and entry is not None and not entry.get("type"):
+        if name == ref.fqn == located and type_ and entry is not None and self._earlier(entry):
             self.new_types[ref.fqn] = type_
+
+    def _earlier(self, entry: dict[str, Any]) -> bool:
+        """Whether this theorem comes before the one whose start printed the entry's type (as
+        the dictionary was when the file was read: the database decides)."""
+        printed_at = entry.get("type_order")
+        return not entry.get("type") or printed_at is None or printed_at > self.order
 
     def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
         """`Check @name`; a glob name Rocq does not know is located from the text instead."""

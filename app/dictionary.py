@@ -234,7 +234,8 @@ def _upsert_statement() -> sa.Insert:
     return statement.on_conflict_do_update(
         index_elements=["fqn", "kind"],
         set_={c: statement.excluded[c] for c in _UPDATED}
-        | {"type": sa.case((same_sentence, table.type), else_=None)},
+        | {"type": sa.case((same_sentence, table.type), else_=None)}
+        | {"type_order": sa.case((same_sentence, table.type_order), else_=None)},
         where=changed,
     ).returning(LibraryObject.id)
 
@@ -254,15 +255,24 @@ def _delete(session: Session, keys: list[tuple[str, str]], file_ids: list[int]) 
     return removed
 
 
-def cache_types(session: Session, types: dict[str, str]) -> None:
-    """Remember the types Rocq printed for library objects that had none yet."""
+def cache_types(session: Session, types: dict[str, str], order: int) -> None:
+    """Remember the types Rocq printed for library objects at the start of the theorem at
+    `library_order` `order`, where none was printed at an earlier theorem: the types step 6
+    shows are then the same whichever order the workers took the theorems in."""
     if types:
         rows = [{"object": fqn, "printed": type_} for fqn, type_ in sorted(types.items())]
-        session.execute(_CACHE_TYPE, rows)
+        session.execute(_CACHE_TYPE, [row | {"order": order} for row in rows])
 
 
 _CACHE_TYPE = (
     sa.update(LibraryObject.__table__)
-    .where(LibraryObject.fqn == sa.bindparam("object"), LibraryObject.type.is_(None))
-    .values(type=sa.bindparam("printed"))
+    .where(
+        LibraryObject.fqn == sa.bindparam("object"),
+        sa.or_(
+            LibraryObject.type.is_(None),
+            LibraryObject.type_order.is_(None),
+            LibraryObject.type_order > sa.bindparam("order"),
+        ),
+    )
+    .values(type=sa.bindparam("printed"), type_order=sa.bindparam("order"))
 )

@@ -75,6 +75,8 @@ class TheoremInput:
     timeout: float
     evaluated_before: bool
     """Whether rows of an earlier evaluation may need deleting."""
+    library_order: int
+    """Its place in the library (`app.dictionary`'s `library_order`)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Outcome:
     item: TheoremInput
     root: Evaluated
     types: dict[str, str]
-    """Types Rocq printed for dictionary objects that had none cached."""
+    """Types Rocq printed for dictionary objects that had none cached from an earlier theorem."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,9 @@ class Evaluator:
         self.point = item.byte_start
         self.hidden: frozenset[str] = frozenset()
         self.gvars: list[dict[str, Any]] = []
-        self.names = ChainNames(session, item.file, item.byte_start, held.check_forms)
+        self.names = ChainNames(
+            session, item.file, item.byte_start, item.library_order, held.check_forms
+        )
         self.printings = PrintingMemory()
         """What the theorem's haves needed to be stated, for its later haves."""
         first = self.file.span(self.file.sentence_at(item.byte_start) + 1)[0]

@@ -111,7 +111,8 @@ def sentence_index(sentences: Sequence[dict[str, Any]], starts: Sequence[int], b
 
 def object_info(session: Session, fqns: Iterable[str]) -> dict[str, dict[str, Any]]:
     """What the dictionary knows of each name: kind, docstring and its source, sentence, cached
-    type (a name with several kinds gets the first in library order)."""
+    type and where it was printed (a name with several kinds gets the first in library
+    order)."""
     wanted = sorted(set(fqns))
     if not wanted:
         return {}
@@ -123,12 +124,13 @@ def object_info(session: Session, fqns: Iterable[str]) -> dict[str, dict[str, An
             LibraryObject.docstring_source,
             LibraryObject.fullname,
             LibraryObject.type,
+            LibraryObject.type_order,
         )
         .where(LibraryObject.fqn == sa.any_(sa.literal(wanted, sa.ARRAY(sa.Text))))
         .order_by(LibraryObject.library_order)
     )
     info: dict[str, dict[str, Any]] = {}
-    for fqn, kind, docstring, source, fullname, type_ in rows:
+    for fqn, kind, docstring, source, fullname, type_, type_order in rows:
         info.setdefault(
             fqn,
             {
@@ -137,6 +139,7 @@ def object_info(session: Session, fqns: Iterable[str]) -> dict[str, dict[str, An
                 "docstring_source": source,
                 "fullname": fullname,
                 "type": type_,
+                "type_order": type_order,
             },
         )
     return info

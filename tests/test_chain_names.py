@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from app.chain_names import check, check_all, locate, locate_all, without_evar_contexts
 from app.db import engine as db
-from app.db.models import Theorem
+from app.db.models import LibraryObject, SourceFile, Theorem
+from app.dictionary import build_dictionary
 from app.evaluator import replayer
 from app.rocq.session import RocqSession
 from app.steps import step_4
@@ -91,6 +92,8 @@ def test_a_premise_s_type_is_its_theorem_s_file_s_whatever_ran_before(
     build = ("step", "0", "--input", str(library), "--output", str(tmp_path / "out"))
     assert rocqcot(subprocess_env, *build, "--prefix", "typed").returncode == 0
     assert rocqcot(subprocess_env, "step", "1").returncode == 0
+    with db.session_factory().begin() as session:
+        build_dictionary(session)
 
     def premise_types(order: tuple[str, ...]) -> dict[str, str]:
         types = {}
@@ -105,9 +108,28 @@ def test_a_premise_s_type_is_its_theorem_s_file_s_whatever_ran_before(
                 types[name] = {d["type"] for d in named if d["name"] == "add0r"}
         return types
 
+    def dictionary_type() -> str | None:
+        """`add0r`'s type in the dictionary (step 6's prompts), then forgotten."""
+        with db.session_factory().begin() as session:
+            add0r = sa.select(LibraryObject).where(LibraryObject.fqn.endswith(".add0r"))
+            row = session.execute(add0r).scalar_one()
+            printed, row.type, row.type_order = row.type, None, None
+        return printed
+
     expected = {"twice_add0": {"forall n, n + 0 = n"}, "add0_again": {"forall n : nat, n + 0 = n"}}
-    assert premise_types(("twice_add0", "add0_again")) == expected
-    assert premise_types(("add0_again", "twice_add0")) == expected
+    with db.session_factory()() as session:
+        order = sa.select(SourceFile.path).order_by(SourceFile.dependency_order)
+        files = [Path(path).stem for path in session.execute(order).scalars()]
+    by_place = sorted(
+        [("implicit", "twice_add0"), ("plain", "add0_again")], key=lambda f: files.index(f[0])
+    )
+    earliest, latest = by_place[0][1], by_place[1][1]
+    # the dictionary keeps the printing of the theorem first in the library (step 6 shows it),
+    # even when a worker read the file of the first one after the other had printed its own
+    assert premise_types((latest, earliest)) == expected
+    assert dictionary_type() == next(iter(expected[earliest]))
+    assert premise_types((earliest, latest)) == expected
+    assert dictionary_type() == next(iter(expected[earliest]))
 
 
 def test_evar_declarations_lose_their_context_only() -> None:

@@ -179,6 +179,11 @@ class LibraryObject(StageColumns, Base):
     name: Mapped[str] = mapped_column(Text)
     fullname: Mapped[str | None] = mapped_column(Text, doc="its source sentence")
     type: Mapped[str | None] = mapped_column(Text, doc="as Rocq prints it")
+    type_order: Mapped[int | None] = mapped_column(
+        BigInteger,
+        doc="`library_order` of the theorem whose start printed `type`: the earliest one's "
+        "printing is kept, whichever order workers took theorems in",
+    )
     scope: Mapped[str | None] = mapped_column(Text, doc="notation scope")
     line: Mapped[int | None] = mapped_column(Integer)
     historic: Mapped[str | None] = mapped_column(Text, doc="module/section path")

@@ -56,6 +56,7 @@ def load(session: Session, row_id: int) -> TheoremInput:
     columns = [getattr(Theorem, c) for c in ("id", "fqn", "proof", "tagged_proof", "byte_start")]
     columns += [Theorem.byte_end, Theorem.file_id, SourceFile.content_hash, Library.settings]
     columns += [sa.func.coalesce(sa.func.jsonb_typeof(Theorem.evaluation), "null") != "null"]
+    columns += [sa.func.coalesce(SourceFile.dependency_order, 0)]
     row = session.execute(
         sa.select(*columns)
         .join(SourceFile, Theorem.file_id == SourceFile.id)
@@ -64,7 +65,8 @@ def load(session: Session, row_id: int) -> TheoremInput:
     ).one()
     file = file_names(session, row.file_id, row.content_hash)
     timeout = float(row.settings.get("pet_timeout") or DEFAULT_TIMEOUT)
-    return TheoremInput(*row[:6], file, timeout, row[-1])
+    order = row[-1] * dico.ORDER_STRIDE + row.byte_start
+    return TheoremInput(*row[:6], file, timeout, row[-2], order)
 
 
 # --- Run -------------------------------------------------------------------------------------
@@ -122,7 +124,7 @@ def store(session: Session, row_id: int, result: Result) -> None:
     _write_steps(session, row_id, root.steps, item.evaluated_before)
     if root.children or item.evaluated_before:
         _write_children(session, row_id, item, root.children)
-    dico.cache_types(session, outcome.types)
+    dico.cache_types(session, outcome.types, item.library_order)
 
 
 def _write_steps(session: Session, theorem_id: int, steps: tuple[Step, ...], old: bool) -> None:
