@@ -145,14 +145,20 @@ class HaveGoal:
         if printing.endswith(CAST):
             return cast_lets(self.printed(printing.removesuffix(CAST).strip()), printing)
         if printing not in self.shown:
-            text = f"{printing} {self.lead}"
-            shown, goal = self.session.focused_goal(self.state, text, self.goal_index)
+            # the printing is set after the have, which runs once (from the state it leaves)
+            at, text = (self.state, self.lead) if printing == PLAIN else (self._opened(), printing)
+            shown, goal = self.session.focused_goal(at, text, self.goal_index)
             if CUT in goal.pretty and self.flat is not None:
-                goal = self.flat().focused_goal(self.state, text, self.goal_index)[1]
+                goal = self.flat().focused_goal(at, text, self.goal_index)[1]
             elif printing == PLAIN and CUT not in goal.pretty and rename_reserved(goal) == goal:
                 self.displayed = goal
             self.shown[printing] = shown, printed_goal(goal, self.hidden, printing)
         return self.shown[printing][1]
+
+    def _opened(self) -> State:
+        """The state after the have (the goals as displayed are fetched there first)."""
+        self.printed(PLAIN)
+        return self.shown[PLAIN][0]
 
     def failed_parts(
         self, printed: PrintedGoal, indices: Iterable[int] | None = None, convertible: bool = False
@@ -223,8 +229,7 @@ class HaveGoal:
             self.verdicts[_verdict_key(printed, index, convertible)] = why
 
     def _attempt(self, tactic: str) -> tuple[Message, ...]:
-        state = next(iter(self.shown.values()))[0]
-        return self.session.attempt(state, f"{self.goal_index + 1}: ({tactic}).")
+        return self.session.attempt(self._opened(), f"{self.goal_index + 1}: ({tactic}).")
 
 
 def _verdict_key(
