@@ -7,6 +7,7 @@ versions live here too, as small `Protocol` subclasses chosen from `_VERSIONS`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -171,12 +172,17 @@ def _decode_route_id(xml: Element) -> _RouteId:
     return _RouteId(int(xml.get("val", "0")))
 
 
+_hypothesis = functools.lru_cache(maxsize=1 << 16)(Hypothesis.parse)
+"""A hypothesis from its display, parsed once: a state's context is mostly its predecessor's
+(a proof's goals are fetched after each of its chains)."""
+
+
 def _decode_goal(xml: Element) -> Goal:
     """`<goal><string>id</string><list>richpp…</list>richpp [option string]</goal>`
 
     The fourth field (the goal's user name) exists since 8.16's protocol.
     """
-    hypotheses = tuple(Hypothesis.parse(_decode_text(h)) for h in xml[1])
+    hypotheses = tuple(_hypothesis(_decode_text(h)) for h in xml[1])
     name = _decode(xml[3]) if len(xml) > 3 else None
     return Goal(hypotheses, _decode_text(xml[2]), name.value if name else None)
 
