@@ -71,11 +71,12 @@ class ChainNames:
         typed, unknown = check_all(self.session, state, list(wanted), self.forms)
         for name, type_ in typed.items():
             self._remember(wanted[name], name, (name, type_))
-        self._prefetch_unknown({name: wanted[name] for name in unknown}, state)
+        self._locate_unknown({name: wanted[name] for name in unknown}, state)
 
-    def _prefetch_unknown(self, unknown: dict[str, Ref], state: State) -> None:
-        """`_query_type` of glob names Rocq does not know, together: each is located from its
-        text in one query, the names found checked in another."""
+    def _locate_unknown(self, unknown: dict[str, Ref], state: State) -> None:
+        """Cache glob names Rocq does not know (the glob drops some module paths) as the objects
+        their texts locate, with those objects' types: the texts located in one query, the
+        names found checked in another."""
         found = locate_all(self.session, state, [ref.written for ref in unknown.values()])
         elsewhere = {
             name: at for name, at in zip(unknown, found, strict=True) if at not in (None, name)
@@ -117,7 +118,11 @@ class ChainNames:
         (the glob drops some module paths) and locates the text as another object."""
         name = self.file.name_at(ref.fqn, self.point)
         if name not in self.types:
-            self._remember(ref, name, self._query_type(ref, name, state))
+            type_ = check(self.session, state, name, self.forms)
+            if type_ is None:
+                self._locate_unknown({name: ref}, state)
+            else:
+                self._remember(ref, name, (name, type_))
         located, type_ = self.types[name]
         return ref.fqn if located == name else located, located, type_
 
@@ -135,15 +140,6 @@ class ChainNames:
         the dictionary was when the file was read: the database decides)."""
         printed_at = entry.get("type_order")
         return not entry.get("type") or printed_at is None or printed_at > self.order
-
-    def _query_type(self, ref: Ref, name: str, state: State) -> tuple[str, str | None]:
-        """`Check @name`; a glob name Rocq does not know is located from the text instead."""
-        type_ = check(self.session, state, name, self.forms)
-        if type_ is None:
-            located = locate(self.session, state, ref.written)
-            if located is not None and located != name:
-                return located, check(self.session, state, located, self.forms)
-        return name, type_
 
 
 def _info(entry: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -260,13 +256,8 @@ def without_evar_contexts(typed: str) -> str:
     return f"{body}{where}" + "\n".join(declared)
 
 
-def locate(session: RocqSession, state: State, written: str) -> str | None:
-    """The fully qualified name `Locate` gives first for a name as written."""
-    return locate_all(session, state, [written])[0]
-
-
 def locate_all(session: RocqSession, state: State, written: list[str]) -> list[str | None]:
-    """`locate` of many names, in one query."""
+    """The fully qualified name `Locate` gives first for each name as written, in one query."""
     commands = [f"Locate {name}." for name in written]
     return [_located(shown) for shown in _notices(session, state, commands)]
 

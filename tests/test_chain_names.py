@@ -12,7 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.chain_names import check, check_all, locate, locate_all, without_evar_contexts
+from app.chain_names import check, check_all, locate_all, without_evar_contexts
 from app.db import engine as db
 from app.db.models import LibraryObject, SourceFile, Theorem
 from app.dictionary import build_dictionary
@@ -40,7 +40,7 @@ def test_a_type_is_printed_without_the_proof_context(tmp_path: Path) -> None:
         assert check(session, inside, "idn'") == "?T -> ?T\nwhere\n?T : Type"
         assert check(session, inside, "idn") == "forall T : Type, T -> T"
         assert check(session, inside, "no_such_name") is None
-        assert locate(session, inside, "idn") == "Abbrev.Abbrev.idn"  # prefix, file, name
+        assert locate_all(session, inside, ["idn"]) == ["Abbrev.Abbrev.idn"]  # prefix, file, name
         # many names in one query; Rocq stops at each it refuses, and the next query goes on
         # after it: one query per refusal, the names it does not know told apart
         names = ["idn", "no_such_name", "nat", "idn'", "other_unknown", "bool"]
