@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.db.models import SourceFile, Theorem
-from app.dictionary import ORDER_STRIDE
+from app.dictionary import library_order
 
 
 @dataclass(frozen=True)
@@ -63,5 +63,5 @@ def availability(session: Session, theorem_id: int) -> Availability:
         .order_by(SourceFile.id)
     ).scalars()
     # Same encoding as the dictionary's; an unknown position makes nothing of the file usable.
-    before = (order or 0) * ORDER_STRIDE + (byte_start if byte_start is not None else 0)
+    before = library_order(order, byte_start or 0)
     return Availability(file_id, before, tuple(required))

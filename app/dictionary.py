@@ -41,6 +41,13 @@ log = logging.getLogger(__name__)
 DICTIONARY, HEADER = "dictionary", "header"
 ORDER_STRIDE = 1 << 32
 """`library_order` is `dependency_order * ORDER_STRIDE + byte offset`."""
+
+
+def library_order(dependency_order: int | None, byte: int) -> int:
+    """A place's `library_order` (a file without a dependency order counts as the first)."""
+    return (dependency_order or 0) * ORDER_STRIDE + byte
+
+
 _CHUNK = 2000
 
 
@@ -85,7 +92,7 @@ def file_objects(
                 scope=(notation["scope"] or None) if notation else None,
                 line=(definition.get("start") or {}).get("line"),
                 historic=".".join(scope.name for scope in stacks[index]) if stacks else "",
-                library_order=order * ORDER_STRIDE + definition["byte_start"],
+                library_order=library_order(order, definition["byte_start"]),
             )
         )
     return objects

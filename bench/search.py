@@ -54,7 +54,7 @@ from app.availability import Availability, availability
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, SourceFile, Theorem
-from app.dictionary import ORDER_STRIDE
+from app.dictionary import library_order
 from app.embedding import DEFAULT_MODEL, EmbeddingSettings, embedder
 from app.file_names import LOCAL_KINDS
 from app.retrieval import Retriever
@@ -150,7 +150,7 @@ def insert_glob_library(
             session.add(source)
             session.flush()
             for entry in files[name][1]:
-                objects.append(_object_row(entry, source.id, position * ORDER_STRIDE))
+                objects.append(_object_row(entry, source.id, library_order(position, 0)))
                 if entry["kind"] == "prf":
                     theorems[entry["fqn"]] = _theorem_row(entry, source.id)
         for model, rows in ((LibraryObject, objects), (Theorem, list(theorems.values()))):

@@ -20,7 +20,7 @@ from app.availability import availability
 from app.db import engine as db
 from app.db.enums import Stage, Status
 from app.db.models import Library, LibraryObject, ObjectEmbedding, SourceFile, Theorem
-from app.dictionary import ORDER_STRIDE
+from app.dictionary import library_order
 from app.embedding import Embedder, EmbeddingSettings, FreeCores, embedder
 from app.entries import EntryFacts, dense_text, lexical_text, lexical_tokens
 from app.retrieval import Retriever
@@ -85,7 +85,7 @@ def add_object(
         kind=kind,
         name=name,
         fullname=f"Lemma {name} : statement of {name}.",
-        library_order=order * ORDER_STRIDE + byte,
+        library_order=library_order(order, byte),
         docstring=doc,
         docstring_source="header" if doc else None,
         stage=Stage.evaluate,

@@ -56,7 +56,7 @@ def load(session: Session, row_id: int) -> TheoremInput:
     columns = [getattr(Theorem, c) for c in ("id", "fqn", "proof", "tagged_proof", "byte_start")]
     columns += [Theorem.byte_end, Theorem.file_id, SourceFile.content_hash, Library.settings]
     columns += [sa.func.coalesce(sa.func.jsonb_typeof(Theorem.evaluation), "null") != "null"]
-    columns += [sa.func.coalesce(SourceFile.dependency_order, 0)]
+    columns += [SourceFile.dependency_order]
     row = session.execute(
         sa.select(*columns)
         .join(SourceFile, Theorem.file_id == SourceFile.id)
@@ -65,7 +65,7 @@ def load(session: Session, row_id: int) -> TheoremInput:
     ).one()
     file = file_names(session, row.file_id, row.content_hash)
     timeout = float(row.settings.get("pet_timeout") or DEFAULT_TIMEOUT)
-    order = row[-1] * dico.ORDER_STRIDE + row.byte_start
+    order = dico.library_order(row.dependency_order, row.byte_start)
     return TheoremInput(*row[:6], file, timeout, row[-2], order)
 
 
