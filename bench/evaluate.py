@@ -1,7 +1,7 @@
 """Step 4 with `--all` against `coqc` of the same files, measured in one run.
 
 Run: `python -m bench.evaluate [--rocq-bin DIR] [--files seq.v div.v …] [--max-workers N]
-[--profile]`
+[--trace] [--profile]`
 (the database's toolchain) against a database
 where steps 0 and 1 ran (`ROCQCOT_HOME=/tmp/rc_ssr rocqcot run` builds MathComp's ssreflect
 part in about a minute; point `ROCQCOT_HOME` or `DATABASE_URL` at it). Every theorem of the
@@ -10,9 +10,11 @@ workers, after the dictionary is built; each file is then compiled by `coqc` wit
 path (into a temporary folder), one after the other. The step-4 rows of those files are
 replaced: run it on a database you can spare. Ratio = the whole step (dictionary and workers)
 over all `coqc` runs, wall time; with `--max-workers 1` both sides use one core. The last line
-is `RESULT evaluate_over_coqc=<ratio> theorems=<evaluated> failed=<failed>`. With `--profile`,
-one worker runs the stage's functions in this thread under cProfile and prints the time spent
-waiting for Rocq against the step's own Python work, and the hot spots.
+is `RESULT evaluate_over_coqc=<ratio> theorems=<evaluated> failed=<failed>`. With `--trace`,
+the files' tags are dropped too, so step 4 tags the haves in its walk, as in `rocqcot trace`.
+With `--profile`, one worker runs the stage's functions in this thread under cProfile and
+prints the time spent waiting for Rocq against the step's own Python work, the time of each
+phase of the step (tagging, have statements, …) and the hot spots.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from app import dictionary
 from app.db import queue
 from app.db.engine import ensure_schema, session_factory
 from app.db.enums import Stage, Status
-from app.db.models import Library, ProofStep, SourceFile, Theorem
+from app.db.models import Have, Library, ProofStep, SourceFile, Theorem
 from app.evaluator import ReplayFailed
 from app.rocq.toolchain import Toolchain
 from app.stages import StageSpec
@@ -61,20 +63,25 @@ def chosen_files(names: list[str]) -> list[tuple[int, str, str, str]]:
     return [row for row in rows if not names or row[1] in names]
 
 
-def reset(file_ids: list[int]) -> int:
-    """Drop the files' step-4 rows and queue their theorems again; returns how many."""
+def reset(file_ids: list[int], untag: bool) -> int:
+    """Drop the files' step-4 rows (and their tags if `untag`: step 4 then tags them, as in
+    `rocqcot trace`) and queue their theorems again; returns how many."""
     with session_factory().begin() as session:
         theorems = sa.select(Theorem.id).where(Theorem.file_id.in_(file_ids))
         session.execute(sa.delete(ProofStep).where(ProofStep.theorem_id.in_(theorems)))
         session.execute(
             sa.delete(Theorem).where(Theorem.file_id.in_(file_ids), Theorem.parent_id.is_not(None))
         )
-        return session.execute(
+        queued = (
             sa.update(Theorem)
             .where(Theorem.file_id.in_(file_ids), Theorem.parent_id.is_(None))
             .values(stage=Stage.evaluate, status=Status.pending, attempts=0, error=None)
             .values(evaluation=None)
-        ).rowcount
+        )
+        if untag:
+            session.execute(sa.delete(Have).where(Have.theorem_id.in_(theorems)))
+            queued = queued.values(tagged_proof=None, tactics=None)
+        return session.execute(queued).rowcount
 
 
 def evaluate(workers: int, profile: bool) -> float:
@@ -124,8 +131,36 @@ def profiled(spec: StageSpec) -> None:
         f"profile: {total:.1f} s in all, {waiting:.1f} s waiting for Rocq, "
         f"{total - waiting:.1f} s of Python ({100 * (total - waiting) / max(total, 1e-9):.0f} %)"
     )
+    for phase, seconds in phases(stats):
+        print(f"  {phase:<44} {seconds:8.1f} s")
     stats.sort_stats("tottime").print_stats(20)
     stats.sort_stats("cumtime").print_stats("app/", 25)
+
+
+PHASES = {
+    "step_4.py:_tag": "tagging the haves (step 2's walk)",
+    "evaluator.py:_replay": "chains replayed, with their goals",
+    "have_statement.py:state_have": "stating the haves",
+    "evaluator.py:_in_place": "haves evaluated in their parent's walk",
+    "evaluator.py:_sub": "haves evaluated after their parent's Qed",
+    "chain_names.py:prefetch": "types of the names (prefetched)",
+    "chain_names.py:named": "names of each chain",
+    "step_4.py:store": "writing the results",
+}
+"""Functions of step 4 whose whole time (their callees' included) the profile reports, each
+as the phase it is. Phases nest: the chains replayed include the haves stated and evaluated
+in place, and the names of each chain."""
+
+
+def phases(stats: pstats.Stats) -> list[tuple[str, float]]:
+    """The seconds spent in each phase (`PHASES`), callees included; a recursive call counted
+    once."""
+    found = {}
+    for (file, _, function), entry in stats.stats.items():  # type: ignore[attr-defined]
+        key = f"{Path(file).name}:{function}"
+        if key in PHASES:
+            found[PHASES[key]] = entry[3]
+    return [(phase, found.get(phase, 0.0)) for phase in PHASES.values()]
 
 
 def compile_all(toolchain: Toolchain, files: list[tuple[int, str, str, str]]) -> float:
@@ -165,6 +200,9 @@ def main() -> None:
     parser.add_argument("--files", nargs="*", default=[], help="paths in the library")
     parser.add_argument("--max-workers", type=int, default=1)
     parser.add_argument(
+        "--trace", action="store_true", help="drop the tags too: step 4 tags, as in a trace"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="one worker in this thread, under cProfile"
     )
     args = parser.parse_args()
@@ -172,7 +210,7 @@ def main() -> None:
     ensure_schema()
     files = chosen_files(args.files)
     ids = [file_id for file_id, *_ in files]
-    queued = reset(ids)
+    queued = reset(ids, args.trace)
     print(f"{len(files)} files, {queued} theorems queued")
     if not queued:
         raise SystemExit("no theorem to evaluate: run steps 0 to 2 on the library first")

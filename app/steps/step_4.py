@@ -121,17 +121,24 @@ def store(session: Session, row_id: int, result: Result) -> None:
         .where(Theorem.id == row_id, Theorem.evaluation.is_distinct_from(root.evaluation))
         .values(evaluation=root.evaluation)
     )
-    _write_steps(session, row_id, root.steps, item.evaluated_before)
+    _write_steps(session, [(row_id, root.steps)], item.evaluated_before)
     if root.children or item.evaluated_before:
         _write_children(session, row_id, item, root.children)
     dico.cache_types(session, outcome.types, item.library_order)
 
 
-def _write_steps(session: Session, theorem_id: int, steps: tuple[Step, ...], old: bool) -> None:
+def _write_steps(session: Session, proofs: list[tuple[int, tuple[Step, ...]]], old: bool) -> None:
+    """The chains of several proofs in one upsert (a proof that got shorter loses its extra
+    rows when it was `old`: evaluated before)."""
     if old:
-        gone = sa.and_(ProofStep.theorem_id == theorem_id, ProofStep.index >= len(steps))
-        session.execute(sa.delete(ProofStep).where(gone))
-    rows = [{"theorem_id": theorem_id, "index": i, **vars(step)} for i, step in enumerate(steps)]
+        for theorem_id, steps in proofs:
+            gone = sa.and_(ProofStep.theorem_id == theorem_id, ProofStep.index >= len(steps))
+            session.execute(sa.delete(ProofStep).where(gone))
+    rows = [
+        {"theorem_id": theorem_id, "index": i, **vars(step)}
+        for theorem_id, steps in proofs
+        for i, step in enumerate(steps)
+    ]
     if rows:
         session.execute(_upsert(ProofStep.__table__, ("theorem_id", "index"), tuple(rows[0])), rows)
 
@@ -139,20 +146,28 @@ def _write_steps(session: Session, theorem_id: int, steps: tuple[Step, ...], old
 def _write_children(
     session: Session, parent_id: int, item: TheoremInput, children: tuple[Evaluated, ...]
 ) -> None:
-    """Upsert the have sub-theorems of a theorem (recursively); drop those gone."""
-    kept = []
+    """Upsert the have sub-theorems of a theorem, a level at a time (one upsert, one query of
+    their ids, one upsert of their chains), then theirs; drop those gone."""
+    rows = [
+        dict(fqn=child.fqn, file_id=item.file.file_id, parent_id=parent_id, kind="Lemma",
+             have_index=child.have_index, statement=child.statement, proof=child.proof,
+             tagged_proof=child.tagged_proof, evaluation=child.evaluation, error=child.error,
+             byte_start=item.byte_start, byte_end=item.byte_end, stage=Stage.evaluate,
+             status=Status.failed if child.error else Status.done)
+        for child in children
+    ]  # fmt: skip
+    ids: dict[str, int] = {}
+    if rows:
+        session.execute(_upsert(Theorem.__table__, ("fqn",), tuple(rows[0])), rows)
+        fqns = [child.fqn for child in children]
+        found = sa.select(Theorem.fqn, Theorem.id).where(Theorem.fqn.in_(fqns))
+        ids = {fqn: theorem_id for fqn, theorem_id in session.execute(found)}
+    old = item.evaluated_before
+    _write_steps(session, [(ids[child.fqn], child.steps) for child in children], old)
     for child in children:
-        row = dict(fqn=child.fqn, file_id=item.file.file_id, parent_id=parent_id, kind="Lemma",
-                   have_index=child.have_index, statement=child.statement, proof=child.proof,
-                   tagged_proof=child.tagged_proof, evaluation=child.evaluation, error=child.error,
-                   byte_start=item.byte_start, byte_end=item.byte_end, stage=Stage.evaluate,
-                   status=Status.failed if child.error else Status.done)  # fmt: skip
-        session.execute(_upsert(Theorem.__table__, ("fqn",), tuple(row)), [row])
-        kept.append(session.execute(sa.select(Theorem.id).where(Theorem.fqn == child.fqn)).scalar())
-        _write_steps(session, kept[-1], child.steps, item.evaluated_before)
-        if child.children or item.evaluated_before:
-            _write_children(session, kept[-1], item, child.children)
-    gone = sa.and_(Theorem.parent_id == parent_id, Theorem.id.not_in(kept))
+        if child.children or old:
+            _write_children(session, ids[child.fqn], item, child.children)
+    gone = sa.and_(Theorem.parent_id == parent_id, Theorem.id.not_in(list(ids.values())))
     session.execute(sa.delete(Theorem).where(gone))
 
 
