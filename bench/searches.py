@@ -45,6 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.database_url:
         os.environ["DATABASE_URL"] = args.database_url
+    db.ensure_schema()  # a run of an earlier rocqcot: its schema brought to this one's
     with db.session_factory()() as session:
         facts = {
             row.fqn: EntryFacts(
