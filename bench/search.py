@@ -150,7 +150,7 @@ def insert_glob_library(
             session.add(source)
             session.flush()
             for entry in files[name][1]:
-                objects.append(_object_row(entry, source.id, library_order(position, 0)))
+                objects.append(_object_row(entry, source.id, position))
                 if entry["kind"] == "prf":
                     theorems[entry["fqn"]] = _theorem_row(entry, source.id)
         for model, rows in ((LibraryObject, objects), (Theorem, list(theorems.values()))):
@@ -159,10 +159,10 @@ def insert_glob_library(
     return len(objects)
 
 
-def _object_row(entry: dict[str, Any], file_id: int, file_order: int) -> dict[str, Any]:
+def _object_row(entry: dict[str, Any], file_id: int, position: int) -> dict[str, Any]:
     return {
         "file_id": file_id, "fqn": entry["fqn"], "kind": entry["kind"], "name": entry["name"],
-        "fullname": entry["fullname"], "library_order": file_order + entry["byte"],
+        "fullname": entry["fullname"], "library_order": library_order(position, entry["byte"]),
         "docstring": entry["docstring"],
         "docstring_source": "header" if entry["docstring"] else None,
         "stage": Stage.evaluate, "status": Status.done,
